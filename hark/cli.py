@@ -1,0 +1,41 @@
+"""The `hark` command: one entry point for every part of the platform.
+
+    hark run                  the whole platform of one deployment (Redis check, worker, API)
+    hark api                  the API tier (gunicorn)
+    hark worker               a worker of this deployment (reads MODEL_URL)
+    hark transcribe FILE      send a file to a running API and print the transcript
+    hark checkpoints ...      build, fetch, list and verify checkpoints
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: subcommand -> (module, help). Each module has ``main(argv: list[str]) -> int``.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("hark.runner", "start Redis (if needed), a worker and the API of one deployment"),
+    "api": ("web.server", "serve the HTTP API with gunicorn"),
+    "worker": ("workers.supervisor", "start a worker serving the checkpoints in MODEL_URL"),
+    "transcribe": ("hark.client", "transcribe a file through a running API"),
+    "checkpoints": ("checkpoints.cli", "pack, bundle, pull, list and verify checkpoints"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="hark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=sorted(SUBCOMMANDS), help="what to run")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the command")
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    parsed = parser.parse_args(argv[:1])
+    module = importlib.import_module(SUBCOMMANDS[parsed.command][0])
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""`hark run`: one whole deployment in the foreground (Redis check, a worker, the API).
+
+Used by `make run`. Without MODEL_URL it serves the bundled defaults: `whisper-tiny-en`
+(dedicated English) and `whisper-base` (multilingual fallback), so routing is visible
+from the first request. Ctrl-C stops everything cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import redis
+import requests
+
+from hark.local_redis import RedisUnavailable, ensure_redis
+from hark.logs import configure
+from hark.registry import live_instances
+from hark.schemas import CheckpointInfo
+from hark.settings import ConfigError, Settings, load_settings
+
+log = logging.getLogger("hark.run")
+
+READY_TIMEOUT_SECONDS = 300
+
+
+def _default_model_url(settings: Settings) -> str:
+    from checkpoints.bundled import build_bundled, bundled_model_urls
+
+    build_bundled(settings.model_cache_dir)
+    return bundled_model_urls(settings.model_cache_dir)
+
+
+def _spawn(command: str, env: dict[str, str]) -> subprocess.Popen:
+    # New process group: Ctrl-C reaches us once, and we stop children in order.
+    return subprocess.Popen([sys.executable, "-m", "hark.cli", command], env=env, start_new_session=True)
+
+
+def _stop(processes: list[subprocess.Popen], grace: float = 30.0) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _wait_ready(base_url: str, processes: list[subprocess.Popen]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        for process in processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"a process exited during start-up (code {process.returncode})")
+        try:
+            answer = requests.get(f"{base_url}/ready", timeout=2)
+            if answer.status_code == 200:
+                return
+            last = answer.json().get("error", answer.text)
+        except (requests.RequestException, ValueError) as error:
+            last = str(error)
+        time.sleep(0.5)
+    raise RuntimeError(f"the platform was not ready after {READY_TIMEOUT_SECONDS} s: {last}")
+
+
+def _coverage(checkpoint: CheckpointInfo) -> str:
+    return "multilingual" if checkpoint.multilingual else "/".join(checkpoint.languages)
+
+
+def _print_banner(settings: Settings, base_url: str) -> None:
+    auth = f' -H "Authorization: Bearer {settings.api_key_list[0]}"' if settings.api_key_list else ""
+    instances = live_instances(redis.Redis.from_url(settings.redis_url), settings.deployment)
+    served = ", ".join(
+        f"{i.checkpoint.label} ({_coverage(i.checkpoint)}, {i.slots} slots)" for i in instances
+    )
+    print(
+        f"\nHark is ready: deployment {settings.deployment!r} on {base_url}\n"
+        f"  serving: {served}\n\n"
+        "Try it (any WAV/MP3/FLAC/OGG file):\n"
+        f'  curl -s -X POST "{base_url}/waves/v1/stt/?model=pulse&language=en&word_timestamps=true"'
+        f'{auth} -H "Content-Type: application/octet-stream" --data-binary @your-file.wav\n'
+        f"  .venv/bin/hark transcribe your-file.wav --language en\n\n"
+        "Press Ctrl-C to stop.\n",
+        flush=True,
+    )
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="hark run", description=__doc__)
+    parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    configure("run", settings.deployment, settings.log_level, settings.log_format)
+
+    try:
+        local_redis = ensure_redis(settings.redis_url, may_start="REDIS_URL" not in os.environ)
+    except RedisUnavailable as error:
+        log.error("%s", error)
+        return 2
+    if local_redis.process is not None:
+        log.info("started a private redis-server for this run at %s", settings.redis_url)
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", REDIS_URL=settings.redis_url)
+    if not settings.model_urls:
+        env["MODEL_URL"] = _default_model_url(settings)
+        log.info("MODEL_URL not set: serving the bundled checkpoints %s", env["MODEL_URL"])
+
+    base_url = f"http://127.0.0.1:{settings.api_port}"
+    processes = [_spawn("worker", env), _spawn("api", env)]
+    interrupted = False
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        nonlocal interrupted
+        interrupted = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    code = 0
+    try:
+        _wait_ready(base_url, processes)
+        _print_banner(settings, base_url)
+        while all(process.poll() is None for process in processes):
+            time.sleep(0.5)
+        log.error("a process stopped unexpectedly; shutting down the rest")
+        code = 1
+    except KeyboardInterrupt:
+        log.info("stopping (Ctrl-C)")
+    except RuntimeError as error:
+        log.error("%s", error)
+        code = 1
+    finally:
+        _stop(processes)
+        local_redis.stop()
+    return 0 if interrupted else code
