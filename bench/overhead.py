@@ -1,0 +1,198 @@
+"""Platform overhead: a direct in-process faster-whisper call vs a Hark REST submit-and-wait request.
+
+Same checkpoint, same audio, same engine settings (compute type, threads, lanes, beam, VAD), measured
+side by side in one run: the two sides are interleaved request by request, so machine noise hits both.
+Prints the table and writes it to BENCHMARKS.md (section "Platform overhead").
+
+    .venv/bin/python bench/overhead.py [--requests 20] [--concurrency 1,8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.report import update_benchmarks  # noqa: E402
+from checkpoints.bundled import build_bundled  # noqa: E402
+from hark.settings import load_settings  # noqa: E402
+
+TEXT = (
+    "Thank you for calling. Your order has shipped and should arrive on Thursday. "
+    "If you have any other questions, please call us back tomorrow morning."
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_audio(workdir: Path) -> bytes:
+    wav = workdir / "speech.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(workdir / "raw.wav"), TEXT], check=True)
+    subprocess.run(["sox", str(workdir / "raw.wav"), "-r", "16000", "-c", "1", str(wav)], check=True)
+    return wav.read_bytes()
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+class Platform:
+    """A private Redis, one worker and one API, started for the benchmark and stopped after it."""
+
+    def __init__(self, model_dir: Path, threads: int, lanes: int, workdir: Path) -> None:
+        self.port = free_port()
+        redis_port = free_port()
+        self.env = dict(
+            os.environ, HF_HUB_OFFLINE="1", REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+            HARK_DEPLOYMENT="bench", MODEL_URL=str(model_dir), HARK_CPU_THREADS=str(threads),
+            HARK_ENGINE_WORKERS=str(lanes), HARK_CONCURRENCY_PER_CHECKPOINT="16",
+            HARK_API_PORT=str(self.port), HARK_API_WORKERS="1", HARK_API_THREADS="32", HARK_LOG_LEVEL="WARNING",
+        )
+        self.env.pop("HARK_API_KEYS", None)
+        self.logs = workdir
+        self.processes = [subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--save", "",
+             "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)]
+        time.sleep(0.5)
+        for role in ("worker", "api"):
+            log = (workdir / f"{role}.log").open("w")
+            self.processes.append(subprocess.Popen([sys.executable, "-m", "hark.cli", role], env=self.env,
+                                                   stdout=log, stderr=subprocess.STDOUT))
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"platform not ready; see logs in {workdir}")
+
+    def transcribe(self, audio: bytes) -> float:
+        start = time.perf_counter()
+        answer = requests.post(f"{self.url}/waves/v1/stt/", params={"model": "pulse", "language": "en"},
+                               data=audio, headers={"Content-Type": "application/octet-stream"}, timeout=600)
+        elapsed = time.perf_counter() - start
+        answer.raise_for_status()
+        return elapsed
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def run(requests_per_level: int, levels: list[int], threads: int, lanes: int) -> str:
+    from faster_whisper import WhisperModel, decode_audio
+
+    settings = load_settings()
+    built = build_bundled(settings.model_cache_dir)
+    model_dir = Path(built["whisper-tiny-en"])
+    workdir = Path(tempfile.mkdtemp(prefix="hark-bench-"))
+    audio = make_audio(workdir)
+    duration = len(decode_audio(io.BytesIO(audio))) / 16000
+
+    model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads, num_workers=lanes)
+
+    def direct(_: object = None) -> float:
+        start = time.perf_counter()
+        samples = decode_audio(io.BytesIO(audio))
+        segments, _info = model.transcribe(samples, language="en", beam_size=1, vad_filter=True)
+        "".join(segment.text for segment in segments)
+        return time.perf_counter() - start
+
+    platform_ = Platform(model_dir, threads, lanes, workdir)
+    rows = []
+    try:
+        direct(), platform_.transcribe(audio)  # warm both sides
+        for level in levels:
+            direct_lat: list[float] = []
+            hark_lat: list[float] = []
+            direct_wall = hark_wall = 0.0
+            rounds = max(1, requests_per_level // level)
+            with ThreadPoolExecutor(level) as pool:
+                for _ in range(rounds):  # interleave the two sides round by round
+                    start = time.perf_counter()
+                    direct_lat += list(pool.map(direct, range(level)))
+                    direct_wall += time.perf_counter() - start
+                    start = time.perf_counter()
+                    hark_lat += list(pool.map(lambda _: platform_.transcribe(audio), range(level)))
+                    hark_wall += time.perf_counter() - start
+            done = rounds * level
+            rows.append({
+                "concurrency": level, "requests": done,
+                "direct_rps": done / direct_wall, "hark_rps": done / hark_wall,
+                "ratio": (done / hark_wall) / (done / direct_wall),
+                "direct_p50": statistics.median(direct_lat) * 1000,
+                "hark_p50": statistics.median(hark_lat) * 1000,
+                "added_p50": (statistics.median(hark_lat) - statistics.median(direct_lat)) * 1000,
+                "added_p95": (percentile(hark_lat, 0.95) - percentile(direct_lat, 0.95)) * 1000,
+            })
+    finally:
+        platform_.stop()
+
+    header = (
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; model whisper-tiny-en@1.0.0 (Whisper tiny.en), CPU, int8, "
+        f"beam 1, VAD on, cpu_threads={threads}, lanes (num_workers)={lanes}; audio {duration:.1f} s of "
+        f"espeak-ng speech (WAV 16 kHz). Direct = in-process `WhisperModel.transcribe` on the decoded bytes; "
+        f"Hark = `POST /waves/v1/stt/` through gunicorn → Redis → Celery worker → same engine settings.\n\n"
+    )
+    table = (
+        "| concurrency | requests | direct req/s | Hark req/s | throughput ratio | direct p50 ms | Hark p50 ms "
+        "| added p50 ms | added p95 ms |\n|---|---|---|---|---|---|---|---|---|\n"
+    )
+    for row in rows:
+        table += (
+            f"| {row['concurrency']} | {row['requests']} | {row['direct_rps']:.2f} | {row['hark_rps']:.2f} "
+            f"| {row['ratio']:.3f}× | {row['direct_p50']:.0f} | {row['hark_p50']:.0f} | {row['added_p50']:.1f} "
+            f"| {row['added_p95']:.1f} |\n"
+        )
+    return header + table
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=24, help="requests per side and concurrency level")
+    parser.add_argument("--concurrency", default="1,8")
+    parser.add_argument("--threads", type=int, default=1, help="CTranslate2 cpu_threads on both sides")
+    parser.add_argument("--lanes", type=int, default=2, help="parallel inference lanes on both sides")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    args = parser.parse_args()
+    levels = [int(level) for level in args.concurrency.split(",")]
+    section = run(args.requests, levels, args.threads, args.lanes)
+    print(section)
+    if not args.no_write:
+        update_benchmarks("Platform overhead", section + "\nTargets: throughput ≥ 0.95× direct at concurrency 1; "
+                          "added latency p50 ≤ 15 ms.\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
