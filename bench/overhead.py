@@ -113,7 +113,7 @@ def run(requests_per_level: int, levels: list[int], threads: int, lanes: int) ->
 
     settings = load_settings()
     built = build_bundled(settings.model_cache_dir)
-    model_dir = Path(built["whisper-tiny-en"])
+    model_dir = next(c.path for c in built if c.manifest.name == "whisper-tiny-en")
     workdir = Path(tempfile.mkdtemp(prefix="hark-bench-"))
     audio = make_audio(workdir)
     duration = len(decode_audio(io.BytesIO(audio))) / 16000

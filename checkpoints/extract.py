@@ -1,0 +1,141 @@
+"""Safe extraction of checkpoint archives (``.tar``, ``.tar.gz``/``.tgz``).
+
+An archive may come from anywhere, so every member is checked before it is written: no absolute paths,
+no ``..`` components, no links leading outside the target, no device files or fifos, and limits on the
+total size and member count (tar bombs). ``tarfile``'s ``data`` filter runs on top of these checks. The
+archive is read in one pass (gzip is never decompressed twice), so partial output is left behind on
+error: extract into a temporary directory and delete it when this raises.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path, PurePosixPath
+
+from checkpoints.errors import CheckpointError, UnsafeArchiveError
+from checkpoints.manifest import MANIFEST_NAME
+from checkpoints.progress import byte_progress
+
+DEFAULT_MAX_BYTES = 64 * 1024**3
+DEFAULT_MAX_MEMBERS = 10_000
+
+#: Suffix -> tarfile compression ("" for none).
+ARCHIVE_SUFFIXES: dict[str, str] = {".tar": "", ".tar.gz": "gz", ".tgz": "gz"}
+
+
+def archive_kind(filename: str) -> str | None:
+    """``"gz"`` or ``""`` (plain tar) for an archive file name, None when it is not one."""
+    lowered = filename.lower()
+    for suffix, kind in sorted(ARCHIVE_SUFFIXES.items(), key=lambda item: -len(item[0])):
+        if lowered.endswith(suffix):
+            return kind
+    return None
+
+
+def _inside(root: Path, candidate: Path) -> bool:
+    return candidate == root or root in candidate.parents
+
+
+def check_member(member: tarfile.TarInfo, dest: Path) -> None:
+    """Raise UnsafeArchiveError when writing ``member`` under ``dest`` is not safe."""
+    name = member.name
+    shown = repr(name)
+    if not name or "\x00" in name:
+        raise UnsafeArchiveError(f"archive member {shown} has an empty or invalid name")
+    if name.startswith(("/", "\\")) or PurePosixPath(name).is_absolute() or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeArchiveError(f"archive member {shown} has an absolute path; refusing to extract it")
+    if ".." in name.replace("\\", "/").split("/"):
+        raise UnsafeArchiveError(f"archive member {shown} contains a '..' component; refusing to extract it")
+    if member.ischr() or member.isblk() or member.isfifo():
+        raise UnsafeArchiveError(f"archive member {shown} is a device file or fifo; a checkpoint holds plain files")
+    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        raise UnsafeArchiveError(f"archive member {shown} has an unsupported type ({member.type!r})")
+    root = dest.resolve()
+    target = Path(os.path.realpath(dest / name))
+    if not _inside(root, target):
+        raise UnsafeArchiveError(f"archive member {shown} would be written outside the target (through a link)")
+    if member.issym() or member.islnk():
+        link = member.linkname
+        if not link or PurePosixPath(link).is_absolute():
+            raise UnsafeArchiveError(f"archive member {shown} links to the absolute path {link!r}; refusing it")
+        base = (dest / name).parent if member.issym() else dest
+        if not _inside(root, Path(os.path.realpath(base / link))):
+            raise UnsafeArchiveError(f"archive member {shown} links to {link!r}, outside the archive; refusing it")
+
+
+def safe_extract(
+    archive: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_members: int = DEFAULT_MAX_MEMBERS,
+    progress: bool | None = None,
+) -> Path:
+    """Extract a tar archive (optionally gzip-compressed) into ``dest`` after checking every member.
+
+    Args:
+        archive: The archive file.
+        dest: Target directory (created when missing); use a fresh temporary directory.
+        max_bytes: Refuse archives whose members add up to more than this (default 64 GiB).
+        max_members: Refuse archives with more members than this (default 10,000).
+        progress: Progress display (see :func:`checkpoints.progress.byte_progress`).
+
+    Returns:
+        The checkpoint root inside ``dest``: ``dest`` itself when ``manifest.json`` is at the top of
+        the archive, or its single top-level directory when the archive wraps one.
+
+    Raises:
+        UnsafeArchiveError: A member is unsafe or a limit is exceeded.
+        CheckpointError: The file is not a readable tar archive, or holds no manifest.json.
+    """
+    archive, dest = Path(archive), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    total = members = 0
+    try:
+        with (
+            archive.open("rb") as raw,
+            tarfile.open(fileobj=raw, mode="r|*") as tar,
+            byte_progress(f"extracting {archive.name}", archive.stat().st_size, progress) as advance,
+        ):
+            position = 0
+            for member in tar:
+                members += 1
+                if members > max_members:
+                    raise UnsafeArchiveError(
+                        f"archive {archive.name} has more than {max_members} members; a checkpoint has a "
+                        "handful of files, refusing it"
+                    )
+                check_member(member, dest)
+                total += max(member.size, 0)
+                if total > max_bytes:
+                    raise UnsafeArchiveError(
+                        f"archive {archive.name} expands to more than {max_bytes} bytes (the limit); refusing it"
+                    )
+                tar.extract(member, dest, filter="data")
+                advance(raw.tell() - position)
+                position = raw.tell()
+    except tarfile.FilterError as error:
+        raise UnsafeArchiveError(f"archive {archive.name}: {error}") from None
+    except (tarfile.TarError, EOFError, OSError) as error:
+        if isinstance(error, FileNotFoundError) and not archive.exists():
+            raise CheckpointError(f"archive {archive} does not exist") from None
+        raise CheckpointError(
+            f"cannot extract {archive.name}: {error} (is it a complete .tar or .tar.gz file?)"
+        ) from None
+    if members == 0:
+        raise CheckpointError(f"archive {archive.name} is empty or not a tar archive")
+    return checkpoint_root(dest, archive.name)
+
+
+def checkpoint_root(dest: Path, label: str) -> Path:
+    """Where manifest.json is: ``dest`` or its single top-level directory."""
+    if (dest / MANIFEST_NAME).is_file():
+        return dest
+    entries = [entry for entry in dest.iterdir() if not entry.name.startswith(".")]
+    if len(entries) == 1 and entries[0].is_dir() and (entries[0] / MANIFEST_NAME).is_file():
+        return entries[0]
+    raise CheckpointError(
+        f"archive {label} holds no manifest.json at its top level (or in its single top-level "
+        "directory); build checkpoint archives with `hark checkpoints pack`"
+    )
