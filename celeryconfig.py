@@ -17,6 +17,10 @@ broker_connection_retry_on_startup = True
 broker_transport_options = {
     # Longer than the longest allowed job: a running job is never handed to a second worker.
     "visibility_timeout": _settings.broker_visibility_timeout,
+    # Sweep for messages of dead workers (unacked past the visibility timeout) every few seconds;
+    # kombu's default sweeps only every 10 x 10 s, far later than a short visibility timeout.
+    "unacked_restore_interval": max(1, min(10, _settings.broker_visibility_timeout // 4)),
+    "unacked_restore_throttle": 1,
     "socket_keepalive": True,
     "retry_on_timeout": True,
     "health_check_interval": 10,
@@ -31,7 +35,6 @@ event_serializer = "json"
 
 task_acks_late = True
 task_reject_on_worker_lost = True
-task_acks_on_failure_or_timeout = True
 worker_prefetch_multiplier = 1
 task_track_started = False
 result_expires = _settings.result_ttl_seconds

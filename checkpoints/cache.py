@@ -6,8 +6,13 @@ Layout::
                                        .hark-verified.json + .hark-last-used)
     <cache_dir>/.locks/<hash>.lock     one file lock per source (URL) and per name@version
     <cache_dir>/.sources/<hash>.json   which name@version a source resolved to (reuse without fetching)
-    <cache_dir>/.staging/<tmp>/        downloads and extractions in progress; renamed into place when
-                                       verified, so readers never see a half-written checkpoint
+    <cache_dir>/.staging/<tmp>/        extractions in progress; renamed into place when verified, so
+                                       readers never see a half-written checkpoint
+    <cache_dir>/.partial/<hash>/       resumable downloads of one source (see checkpoints.transfer)
+                                       with a reservation.json (see checkpoints.space)
+    <cache_dir>/.leases/<name>/<version>/<host>.<pid>.<token>.lease
+                                       live processes using a checkpoint (see checkpoints.leases);
+                                       ``hold(path)`` takes one
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from checkpoints.errors import CheckpointError
+from checkpoints.leases import Lease as Lease
+from checkpoints.leases import hold as hold
 from checkpoints.manifest import MANIFEST_NAME, Manifest, load_manifest
 from checkpoints.verify import verify_checkpoint
 
@@ -36,6 +43,8 @@ LAST_USED_NAME = ".hark-last-used"
 LOCKS_DIR = ".locks"
 SOURCES_DIR = ".sources"
 STAGING_DIR = ".staging"
+#: How often a process waiting for a lock says so in the log.
+WAIT_LOG_SECONDS = 30.0
 
 
 def checkpoint_path(cache_dir: Path, name: str, version: str) -> Path:
@@ -86,14 +95,21 @@ def locked(cache_dir: Path, key: str, what: str, timeout: float | None = None) -
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        logger.info("waiting for another process that is fetching %s", what)
-        try:
-            lock.acquire(timeout=-1 if timeout is None else timeout)
-        except Timeout:
-            raise CheckpointError(
-                f"gave up after {timeout:.0f} s waiting for another process fetching {what} into "
-                f"{cache_dir}; if none is running, check the volume supports file locks"
-            ) from None
+        waited = 0.0
+        while True:
+            step = WAIT_LOG_SECONDS if timeout is None else min(WAIT_LOG_SECONDS, timeout - waited)
+            logger.info("waiting for another process that is fetching %s%s", what,
+                        f" ({waited:.0f} s so far)" if waited else "")  # fmt: skip
+            try:
+                lock.acquire(timeout=max(step, 0))
+                break
+            except Timeout:
+                waited += step
+                if timeout is not None and waited >= timeout:
+                    raise CheckpointError(
+                        f"gave up after {timeout:.0f} s waiting for another process fetching {what} into "
+                        f"{cache_dir}; if none is running, check the volume supports file locks"
+                    ) from None
     try:
         yield
     finally:
@@ -116,16 +132,33 @@ def read_source(cache_dir: Path, key: str) -> dict[str, str] | None:
     return data if isinstance(data, dict) and {"name", "version"} <= data.keys() else None
 
 
-def write_source(cache_dir: Path, key: str, shown: str, manifest: Manifest) -> None:
-    """Remember that a source key (shown redacted) resolved to ``manifest``'s name@version."""
+def write_source(cache_dir: Path, key: str, shown: str, manifest: Manifest, sha256: str | None = None) -> None:
+    """Remember that a source key (shown redacted) resolved to ``manifest``'s name@version.
+
+    ``sha256`` is the checksum of what the source names (the archive, or the manifest of an unpacked
+    checkpoint), compared with ``MODEL_CHECKSUM`` on later starts without fetching again.
+    """
     folder = Path(cache_dir) / SOURCES_DIR
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{key_digest(key)}.json"
     temp = target.with_suffix(f".{os.getpid()}.tmp")
     record = {"source": shown, "name": manifest.name, "version": manifest.version,
               "fetched_at": datetime.now(UTC).isoformat()}  # fmt: skip
+    if sha256:
+        record["sha256"] = sha256
     temp.write_text(json.dumps(record), encoding="utf-8")
     os.replace(temp, target)
+
+
+def forget_sources(cache_dir: Path, name: str, version: str) -> None:
+    """Drop the source records pointing at ``name@version`` (after it was evicted)."""
+    for file in (Path(cache_dir) / SOURCES_DIR).glob("*.json"):
+        try:
+            data = json.loads(file.read_text("utf-8"))
+            if data.get("name") == name and data.get("version") == version:
+                file.unlink()
+        except (OSError, ValueError, AttributeError):
+            continue
 
 
 def install(staged: Path, cache_dir: Path, manifest: Manifest, *, lock_timeout: float | None = None) -> Path:

@@ -2,11 +2,13 @@
 
     hark checkpoints bundle                      build the bundled defaults, print their MODEL_URL
     hark checkpoints pack DIR -o FILE --name N --version V --languages en,hi
-    hark checkpoints pull URL [URL...]           fetch into the cache (pre-warm)
-    hark checkpoints ls                          list the cache
+    hark checkpoints pull [URL...]               fetch into the cache (pre-warm); default: MODEL_URL
+    hark checkpoints ls                          list the cache (sizes, last use, in use by live workers)
     hark checkpoints verify [NAME[@VERSION]|DIR] [--full]
+    hark checkpoints evict NAME[@VERSION] [--force]
 
-The cache is MODEL_CACHE_DIR (default ~/.cache/hark/checkpoints); --cache-dir overrides it.
+The cache is MODEL_CACHE_DIR (default ~/.cache/hark/checkpoints); --cache-dir overrides it. Downloads
+follow MODEL_DOWNLOAD_WORKERS / _RESUME / _RETRIES / _TIMEOUT and MODEL_CACHE_MAX_SIZE / _EVICTION.
 """
 
 from __future__ import annotations
@@ -19,15 +21,18 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from checkpoints import leases, space
 from checkpoints.bundled import build_bundled, bundled_model_urls
 from checkpoints.cache import CachedCheckpoint, find_cached, list_cached
+from checkpoints.entries import Entry, normalize_checksum
 from checkpoints.errors import CheckpointError
 from checkpoints.manifest import load_manifest
+from checkpoints.options import FetchOptions
 from checkpoints.pack import pack
 from checkpoints.progress import human_size
-from checkpoints.resolve import resolve
-from checkpoints.verify import verify_checkpoint
-from hark.settings import ConfigError, Settings, get_settings
+from checkpoints.resolve import configured_entries, per_entry, resolve_entries
+from checkpoints.verify import source_checksum, verify_checkpoint
+from hark.settings import ConfigError, Settings, get_settings, split_per_checkpoint
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -55,9 +60,19 @@ def _parser() -> argparse.ArgumentParser:
                     help="the model detects languages (default: more than one language listed)")  # fmt: skip
     pk.add_argument("--compute-type", help="default CTranslate2 compute type (default int8)")
 
-    pull = sub.add_parser("pull", parents=[common], help="fetch checkpoints into the cache")
-    pull.add_argument("urls", nargs="+", metavar="URL", help="path, file://, http(s):// (commas allowed)")
+    pull = sub.add_parser("pull", parents=[common], help="fetch checkpoints into the cache (pre-warm)")
+    pull.add_argument("urls", nargs="*", metavar="URL",
+                      help="path, file://, http(s)://, s3:// (commas allowed); default: MODEL_URL with "
+                           "MODEL_CHECKSUM and MODEL_VERSION")  # fmt: skip
+    pull.add_argument("--checksum", default="", help="sha256:<hex> per URL, comma-separated (as MODEL_CHECKSUM)")
+    pull.add_argument("--expect-version", default="", help="version per URL, comma-separated (as MODEL_VERSION)")
     pull.add_argument("--full", action="store_true", help="re-hash cached files even if verified before")
+    pull.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                      help="bar with bytes, rate and ETA (default: on a terminal; log lines otherwise)")
+
+    evict = sub.add_parser("evict", parents=[common], help="delete cached checkpoints no live worker uses")
+    evict.add_argument("target", metavar="NAME[@VERSION]", help="a checkpoint name, or one version of it")
+    evict.add_argument("--force", action="store_true", help="delete even if a live process holds it")
 
     sub.add_parser("ls", parents=[common], help="list cached checkpoints")
 
@@ -103,15 +118,29 @@ def _cmd_pack(args: argparse.Namespace, cache_dir: Path) -> int:
     manifest = load_manifest(path) if path.is_dir() else None
     label = f" ({manifest.label})" if manifest else ""
     out.print(f"wrote {path}{label}")
+    out.print(f"MODEL_CHECKSUM={source_checksum(path)}")
     return 0
 
 
 def _cmd_pull(args: argparse.Namespace, cache_dir: Path) -> int:
-    urls = [part.strip() for arg in args.urls for part in arg.split(",") if part.strip()]
+    settings: Settings | None = args.settings
+    options = FetchOptions.from_settings(settings) if settings is not None else FetchOptions()
+    urls = list(dict.fromkeys(part.strip() for arg in args.urls for part in arg.split(",") if part.strip()))
+    if urls:  # any number of them: a pre-warm job may fill the cache for several deployments
+        sums = per_entry(split_per_checkpoint(args.checksum), len(urls), "--checksum", "the URL list")
+        versions = per_entry(split_per_checkpoint(args.expect_version), len(urls), "--expect-version",
+                             "the URL list")  # fmt: skip
+        entries = [Entry(url=url, checksum=normalize_checksum(checksum), version=version)
+                   for url, checksum, version in zip(urls, sums, versions, strict=True)]  # fmt: skip
+    elif settings is None:
+        raise CheckpointError("no URL given and the settings cannot be read; pass URLs or fix the settings above")
+    else:
+        entries, _ = configured_entries(settings)
     failures = 0
-    for url in urls:
+    for entry in entries:
         try:
-            checkpoint = resolve(url, cache_dir, full_verify=args.full)
+            (checkpoint,) = resolve_entries([entry], cache_dir, full_verify=args.full, progress=args.progress,
+                                            options=options, context=False)  # fmt: skip
         except CheckpointError as error:
             failures += 1
             err.print(f"error: {error}", markup=False)
@@ -137,20 +166,48 @@ def _ago(moment: datetime | None) -> str:
     return "just now"
 
 
+def _in_use(cache_dir: Path, checkpoint: CachedCheckpoint) -> str:
+    holders = leases.leases_of(cache_dir, checkpoint.name, checkpoint.version)
+    if not holders:
+        return "no"
+    shown = ", ".join(lease.holder for lease in holders[:3])
+    return f"yes ({shown}{', ...' if len(holders) > 3 else ''})"
+
+
 def _cmd_ls(args: argparse.Namespace, cache_dir: Path) -> int:
     cached = list_cached(cache_dir)
-    if not cached:
+    partials = space.list_partials(cache_dir)
+    if not cached and not partials:
         out.print(f"no checkpoints in {cache_dir} (build the defaults with `hark checkpoints bundle`)")
         return 0
     table = Table(title=str(cache_dir), title_justify="left")
-    for column in ("Name", "Version", "Size", "Languages", "Multilingual", "Last used"):
-        table.add_column(column, justify="right" if column == "Size" else "left", no_wrap=column != "Languages")
+    for column in ("Name", "Version", "Size", "Languages", "Multilingual", "Last used", "In use"):
+        table.add_column(column, justify="right" if column == "Size" else "left",
+                         no_wrap=column not in ("Languages", "In use"))  # fmt: skip
     for checkpoint in cached:
         multilingual = "?" if checkpoint.manifest is None else ("yes" if checkpoint.manifest.multilingual else "no")
+        used = datetime.fromtimestamp(space.last_use(cache_dir, checkpoint), UTC) if checkpoint.last_used else None
         table.add_row(checkpoint.name, checkpoint.version, human_size(checkpoint.size), _languages(checkpoint),
-                      multilingual, _ago(checkpoint.last_used))  # fmt: skip
+                      multilingual, _ago(used), _in_use(cache_dir, checkpoint))  # fmt: skip
     out.print(table)
+    total = sum(c.size for c in cached)
+    for partial in partials:
+        state = "downloading now" if partial.busy(cache_dir) else "interrupted; resumes on the next pull or start"
+        out.print(f"partial download of {partial.label} ({human_size(partial.size)}): {state}")
+    out.print(f"{len(cached)} checkpoint(s), {human_size(total)}; {human_size(space.free_bytes(cache_dir))} free "
+              "on the volume")  # fmt: skip
     return 0
+
+
+def _cmd_evict(args: argparse.Namespace, cache_dir: Path) -> int:
+    name, _, version = args.target.partition("@")
+    evicted, refused = space.evict(cache_dir, name, version or None, force=args.force)
+    for label in evicted:
+        out.print(f"evicted {label}")
+    for label, holders in refused.items():
+        err.print(f"error: {label} is in use by {', '.join(holders)}; stop those workers first (or pass --force, "
+                  "and they may fail when they next read it)", markup=False)  # fmt: skip
+    return 1 if refused else 0
 
 
 def _verify_targets(target: str | None, cache_dir: Path) -> list[Path]:
@@ -183,13 +240,15 @@ def _cmd_verify(args: argparse.Namespace, cache_dir: Path) -> int:
     return 1 if failures else 0
 
 
-COMMANDS = {"bundle": _cmd_bundle, "pack": _cmd_pack, "pull": _cmd_pull, "ls": _cmd_ls, "verify": _cmd_verify}
+COMMANDS = {"bundle": _cmd_bundle, "pack": _cmd_pack, "pull": _cmd_pull, "ls": _cmd_ls, "verify": _cmd_verify,
+            "evict": _cmd_evict}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``hark checkpoints``; returns the exit code (0 ok, 1 failure, 2 usage)."""
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     settings = _settings()
+    args.settings = settings
     _configure_logging(settings)
     try:
         return COMMANDS[args.command](args, _cache_dir(args, settings))

@@ -47,3 +47,7 @@ class ModelUrlError(CheckpointError):
 
 class BundleError(CheckpointError):
     """The bundled default checkpoints cannot be built (usually: model packages not installed)."""
+
+
+class StorageError(CheckpointError):
+    """The cache cannot hold the checkpoint: too little free space, or larger than MODEL_CACHE_MAX_SIZE."""

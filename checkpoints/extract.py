@@ -9,9 +9,11 @@ error: extract into a temporary directory and delete it when this raises.
 
 from __future__ import annotations
 
+import io
 import os
 import tarfile
 from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
 from checkpoints.errors import CheckpointError, UnsafeArchiveError
 from checkpoints.manifest import MANIFEST_NAME
@@ -35,6 +37,26 @@ def archive_kind(filename: str) -> str | None:
 
 def _inside(root: Path, candidate: Path) -> bool:
     return candidate == root or root in candidate.parents
+
+
+class _HashingFile(io.RawIOBase):
+    """Reads through ``handle`` while feeding every byte to ``digest``."""
+
+    def __init__(self, handle: BinaryIO, digest: Any) -> None:
+        super().__init__()
+        self._handle, self._digest = handle, digest
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        self._digest.update(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(1024 * 1024):
+            pass
 
 
 def check_member(member: tarfile.TarInfo, dest: Path) -> None:
@@ -71,6 +93,7 @@ def safe_extract(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_members: int = DEFAULT_MAX_MEMBERS,
     progress: bool | None = None,
+    digest: Any = None,
 ) -> Path:
     """Extract a tar archive (optionally gzip-compressed) into ``dest`` after checking every member.
 
@@ -80,6 +103,8 @@ def safe_extract(
         max_bytes: Refuse archives whose members add up to more than this (default 64 GiB).
         max_members: Refuse archives with more members than this (default 10,000).
         progress: Progress display (see :func:`checkpoints.progress.byte_progress`).
+        digest: A ``hashlib`` object fed with every byte of the archive file as it is read (so its
+            checksum costs no second pass).
 
     Returns:
         The checkpoint root inside ``dest``: ``dest`` itself when ``manifest.json`` is at the top of
@@ -95,7 +120,7 @@ def safe_extract(
     try:
         with (
             archive.open("rb") as raw,
-            tarfile.open(fileobj=raw, mode="r|*") as tar,
+            tarfile.open(fileobj=raw if digest is None else _HashingFile(raw, digest), mode="r|*") as tar,
             byte_progress(f"extracting {archive.name}", archive.stat().st_size, progress) as advance,
         ):
             position = 0
@@ -115,6 +140,8 @@ def safe_extract(
                 tar.extract(member, dest, filter="data")
                 advance(raw.tell() - position)
                 position = raw.tell()
+            if digest is not None:
+                _HashingFile(raw, digest).drain()  # the end-of-archive padding tarfile does not read
     except tarfile.FilterError as error:
         raise UnsafeArchiveError(f"archive {archive.name}: {error}") from None
     except (tarfile.TarError, EOFError, OSError) as error:

@@ -38,7 +38,9 @@ def human_size(count: float) -> str:
 
 
 @contextmanager
-def byte_progress(description: str, total: int | None, enabled: bool | None = None) -> Iterator[Advance]:
+def byte_progress(
+    description: str, total: int | None, enabled: bool | None = None, *, start: int = 0
+) -> Iterator[Advance]:
     """Report progress over ``total`` bytes; yields ``advance(count)``.
 
     Args:
@@ -46,6 +48,7 @@ def byte_progress(description: str, total: int | None, enabled: bool | None = No
         total: Expected byte count, or None when unknown.
         enabled: True forces the bar, False disables all progress output, None (default) shows a bar
             on a terminal and periodic log lines elsewhere, both only for large work.
+        start: Bytes already done before this run (a resumed download); the rate counts only new ones.
     """
     if enabled is False or (enabled is None and total is not None and total < MIN_BYTES_FOR_PROGRESS):
         yield lambda count: None
@@ -67,15 +70,15 @@ def byte_progress(description: str, total: int | None, enabled: bool | None = No
         from rich.console import Console
 
         with Progress(*columns, transient=True, console=Console(stderr=True)) as bar:
-            task = bar.add_task(description, total=total)
+            task = bar.add_task(description, total=total, completed=start)
             yield lambda count: bar.advance(task, count)
         return
-    yield from _log_progress(description, total)
+    yield from _log_progress(description, total, start)
 
 
-def _log_progress(description: str, total: int | None) -> Iterator[Advance]:
+def _log_progress(description: str, total: int | None, start: int = 0) -> Iterator[Advance]:
     started = last = time.monotonic()
-    done = 0
+    done = start
 
     def advance(count: int) -> None:
         nonlocal done, last
@@ -83,11 +86,11 @@ def _log_progress(description: str, total: int | None) -> Iterator[Advance]:
         now = time.monotonic()
         if now - last >= LOG_EVERY_SECONDS:
             last = now
-            rate = done / max(now - started, 1e-6)
+            rate = (done - start) / max(now - started, 1e-6)
             share = f" of {_human(total)} ({100 * done / total:.0f}%)" if total else ""
             eta = f", ~{(total - done) / rate:.0f} s left" if total and rate > 0 else ""
             logger.info("%s: %s%s at %s/s%s", description, _human(done), share, _human(rate), eta)
 
     yield advance
     if time.monotonic() - started >= LOG_EVERY_SECONDS:
-        logger.info("%s: done, %s in %.0f s", description, _human(done), time.monotonic() - started)
+        logger.info("%s: done, %s in %.0f s", description, _human(done - start), time.monotonic() - started)

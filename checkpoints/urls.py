@@ -6,7 +6,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 #: Schemes this version can fetch. A plain path has no scheme.
-SUPPORTED_SCHEMES = ("file", "http", "https")
+SUPPORTED_SCHEMES = ("file", "http", "https", "s3")
 
 
 def redact_url(url: str) -> str:

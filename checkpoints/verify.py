@@ -138,6 +138,7 @@ def verify_checkpoint(
     full: bool = False,
     progress: bool | None = None,
     hint: str | None = None,
+    sizes_only: bool = False,
 ) -> Verification:
     """Check every file the manifest lists, and that the engine's required files are there.
 
@@ -147,6 +148,7 @@ def verify_checkpoint(
         full: Hash every file even when a matching verification marker exists.
         progress: Progress display (see :func:`checkpoints.progress.byte_progress`).
         hint: What to do about a mismatch (default: delete this copy and fetch or rebuild it).
+        sizes_only: Check presence and sizes but hash nothing (``MODEL_VALIDATE=false``).
 
     Returns:
         What was checked and whether files were hashed.
@@ -177,6 +179,8 @@ def verify_checkpoint(
                 + fix,
                 name, str(entry.size), str(size),
             )  # fmt: skip
+    if sizes_only and not full:
+        return Verification(files=len(manifest.files), bytes=manifest.total_size, hashed=False)
     if not full and _marker_matches(path, manifest):
         logger.debug("%s: trusted the verification marker", manifest.label, extra={"checkpoint": manifest.label})
         return Verification(files=len(manifest.files), bytes=manifest.total_size, hashed=False)
@@ -197,3 +201,11 @@ def verify_checkpoint(
         extra={"checkpoint": manifest.label},
     )  # fmt: skip
     return Verification(files=len(manifest.files), bytes=manifest.total_size, hashed=True)
+
+
+def source_checksum(path: str | os.PathLike[str]) -> str:
+    """What ``MODEL_CHECKSUM`` pins for a location: ``sha256:`` of the archive file, or of the
+    ``manifest.json`` of a checkpoint directory (which pins every other file by its sha256)."""
+    path = Path(path)
+    target = path / MANIFEST_NAME if path.is_dir() else path
+    return f"sha256:{sha256_file(target, progress=False)}"

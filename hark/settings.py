@@ -31,6 +31,39 @@ def _default_cache_dir() -> Path:
     return Path(base) / "hark" / "checkpoints"
 
 
+#: ``MODEL_CACHE_MAX_SIZE`` units: decimal (``GB`` = 10**9, as disks are sold) and binary (``GiB``/``Gi``).
+_SIZE_UNITS: dict[str, int] = {
+    "": 1, "b": 1,
+    "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
+    "ki": 2**10, "kib": 2**10, "mi": 2**20, "mib": 2**20, "gi": 2**30, "gib": 2**30, "ti": 2**40, "tib": 2**40,
+}  # fmt: skip
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_CHECKSUM_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def parse_size(value: str | int) -> int:
+    """``"50GB"`` -> 50_000_000_000, ``"500MiB"`` -> 524_288_000, ``"1024"`` -> 1024 (bytes).
+
+    Raises:
+        ValueError: Not a number followed by an optional unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB).
+    """
+    if isinstance(value, int):
+        return value
+    match = _SIZE_RE.match(value)
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _SIZE_UNITS:
+        raise ValueError(
+            f"must be a size such as 50GB, 500MB or 1.5TiB (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB; "
+            f"got {value!r})"
+        )
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def split_per_checkpoint(value: str) -> list[str]:
+    """Split a per-``MODEL_URL``-entry list (``MODEL_CHECKSUM``, ``MODEL_VERSION``); empty items are kept."""
+    return [item.strip() for item in value.split(",")] if value.strip() else []
+
+
 class ConfigError(ValueError):
     """Configuration is unusable; the message says what to fix."""
 
@@ -58,6 +91,41 @@ class Settings(BaseSettings):
 
     model_cache_dir: Path = Field(default_factory=_default_cache_dir, validation_alias="MODEL_CACHE_DIR")
     """Where fetched and bundled checkpoints are kept (a shared volume in clusters)."""
+
+    # --- checkpoint storage: download, cache, integrity -----------------------------
+    model_path: str = Field("", validation_alias="MODEL_PATH")
+    """Comma-separated unpacked checkpoint directories baked into the image; when set, used instead of
+    MODEL_URL and nothing is downloaded."""
+
+    model_version: str = Field("", validation_alias="MODEL_VERSION")
+    """Expected checkpoint version, one per MODEL_URL entry (comma-separated, empty = any); part of the
+    cache key, so bumping it re-fetches a moving URL (``.../latest.tar.gz``)."""
+
+    model_checksum: str = Field("", validation_alias="MODEL_CHECKSUM")
+    """``sha256:<64 hex>`` per MODEL_URL entry (comma-separated, empty = none): the sha256 of the archive
+    the URL names, or of ``manifest.json`` for an unpacked checkpoint directory."""
+
+    model_validation: Literal["true", "false", "full"] = Field("true", validation_alias="MODEL_VALIDATE")
+    """Start-up check of cached checkpoints: true = sizes + sha256 (trusting the verified marker while
+    sizes and mtimes match), full = re-hash every file, false = sizes only. Downloads are always hashed."""
+
+    model_download_workers: int = Field(4, ge=1, le=64, validation_alias="MODEL_DOWNLOAD_WORKERS")
+    """Parallel range requests per large file (and files in parallel for unpacked checkpoints)."""
+
+    model_download_resume: bool = Field(True, validation_alias="MODEL_DOWNLOAD_RESUME")
+    """Resume a partial download left by a crash or kill instead of starting over."""
+
+    model_download_retries: int = Field(3, ge=0, le=20, validation_alias="MODEL_DOWNLOAD_RETRIES")
+    """Retries per request after a transient failure (exponential backoff with jitter)."""
+
+    model_download_timeout: float = Field(3600.0, gt=0, validation_alias="MODEL_DOWNLOAD_TIMEOUT")
+    """Seconds for a whole download; a stalled connection is detected and retried long before."""
+
+    model_cache_max_size: int | None = Field(None, ge=1, validation_alias="MODEL_CACHE_MAX_SIZE")
+    """Cache size limit in bytes (``50GB``, ``500MB``, ``1.5TiB``); unset = no limit but the disk."""
+
+    model_cache_eviction: Literal["lru", "none"] = Field("lru", validation_alias="MODEL_CACHE_EVICTION")
+    """lru: evict least-recently-used checkpoints no live worker holds to make room; none: never delete."""
 
     # --- worker engine --------------------------------------------------------------
     device: Device = Field("auto", validation_alias="HARK_DEVICE")
@@ -137,6 +205,48 @@ class Settings(BaseSettings):
             raise ValueError(f"must start with redis://, rediss:// or unix:// (got {value!r})")
         return value
 
+    @field_validator("model_cache_max_size", mode="before")
+    @classmethod
+    def _parse_cache_size(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_size(value) if value.strip() else None
+        return value
+
+    @field_validator("model_validation", mode="before")
+    @classmethod
+    def _parse_validation(cls, value: object) -> object:
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return "true"
+        if text in ("0", "false", "no", "off"):
+            return "false"
+        return text
+
+    @field_validator("model_checksum")
+    @classmethod
+    def _check_checksums(cls, value: str) -> str:
+        items = split_per_checkpoint(value.lower())
+        if len(items) > MAX_CHECKPOINTS_PER_WORKER:
+            raise ValueError(f"lists {len(items)} checksums; give at most one per MODEL_URL entry")
+        bad = [item for item in items if item and not _CHECKSUM_RE.match(item)]
+        if bad:
+            raise ValueError(
+                "each entry must be sha256:<64 hexadecimal characters> (empty to skip an entry), e.g. "
+                f"MODEL_CHECKSUM=sha256:9f86...,,sha256:2c26...; got {bad[0]!r}"
+            )
+        return ",".join(items)
+
+    @field_validator("model_version")
+    @classmethod
+    def _check_versions(cls, value: str) -> str:
+        items = split_per_checkpoint(value)
+        if len(items) > MAX_CHECKPOINTS_PER_WORKER:
+            raise ValueError(f"lists {len(items)} versions; give at most one per MODEL_URL entry")
+        bad = [item for item in items if item and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$", item)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a checkpoint version (letters, digits, '.', '_', '+', '-')")
+        return ",".join(items)
+
     @model_validator(mode="after")
     def _check_timeouts(self) -> Settings:
         if (
@@ -153,6 +263,20 @@ class Settings(BaseSettings):
     @property
     def model_urls(self) -> list[str]:
         return [part.strip() for part in self.model_url.split(",") if part.strip()]
+
+    @property
+    def model_paths(self) -> list[str]:
+        return [part.strip() for part in self.model_path.split(",") if part.strip()]
+
+    @property
+    def model_checksums(self) -> list[str]:
+        """MODEL_CHECKSUM per entry (``""`` where none), as written (``sha256:<hex>``)."""
+        return split_per_checkpoint(self.model_checksum)
+
+    @property
+    def model_versions(self) -> list[str]:
+        """MODEL_VERSION per entry (``""`` where any version is accepted)."""
+        return split_per_checkpoint(self.model_version)
 
     @property
     def api_key_list(self) -> list[str]:

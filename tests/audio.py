@@ -130,11 +130,11 @@ class AudioFactory:
 
     # --- non-speech ---------------------------------------------------------------------------
     def silence(self, seconds: float = 3.0, rate: int = 16000) -> Path:
-        """Digital silence (`sox -n -r RATE -c 1 out.wav trim 0 SECONDS`)."""
+        """Digital silence, all-zero samples (`sox -D -n -r RATE -c 1 out.wav trim 0 SECONDS`, no dither)."""
         out = self._path("silence", "wav", seconds, rate)
         if not out.exists():
             tmp = out.with_name(f"partial-{out.name}")
-            _run(["sox", "-n", "-r", str(rate), "-c", "1", "-b", "16", str(tmp), "trim", "0", str(seconds)])
+            _run(["sox", "-D", "-n", "-r", str(rate), "-c", "1", "-b", "16", str(tmp), "trim", "0", str(seconds)])
             tmp.rename(out)
         return out
 

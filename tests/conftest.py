@@ -52,6 +52,11 @@ def _remember_log_offsets(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
 
 
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Fast unit tests first (quick feedback with -x), then the end-to-end tests."""
+    items.sort(key=lambda item: 0 if "e2e" not in item.nodeid.split("/") else 1)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     leftovers = reap_session_processes()
     if leftovers:

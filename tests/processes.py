@@ -48,7 +48,9 @@ BASE_ENV: dict[str, str] = {
 }
 
 #: Outer-environment variables that must not leak into the processes under test.
-_SCRUBBED_PREFIXES = ("HARK_", "MODEL_URL", "REDIS_URL", "CELERY_", "PYTORCH_CUDA_ALLOC_CONF")
+_SCRUBBED_PREFIXES = ("HARK_", "MODEL_", "REDIS_URL", "CELERY_", "PYTORCH_CUDA_ALLOC_CONF")
+#: ...except the checkpoint cache, which the tests share with `make checkpoints`.
+_KEPT = ("MODEL_CACHE_DIR",)
 
 
 def free_port() -> int:
@@ -217,7 +219,7 @@ class ProcessStartError(AssertionError):
 
 
 def _clean_env(extra: Mapping[str, object]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
+    env = {k: v for k, v in os.environ.items() if k in _KEPT or not k.startswith(_SCRUBBED_PREFIXES)}
     env.update(BASE_ENV)
     env[SESSION_ENV] = SESSION_TAG
     env.update({k: str(v) for k, v in extra.items() if v is not None})

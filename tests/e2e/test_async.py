@@ -90,7 +90,7 @@ def _accepted(answer: requests.Response) -> str:
     return body["request_id"]
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_webhook_receives_the_full_result(shared_deployment: Deployment, audio: AudioFactory,
                                           webhook: WebhookReceiver) -> None:  # fmt: skip
     started = time.monotonic()
@@ -115,7 +115,7 @@ def test_webhook_receives_the_full_result(shared_deployment: Deployment, audio: 
     assert body["status"] == "success" and body["transcription"] == payload["transcription"]
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_webhook_delivery_is_retried(shared_deployment: Deployment, audio: AudioFactory,
                                      webhook: WebhookReceiver) -> None:  # fmt: skip
     webhook.fail_first = 1
@@ -137,7 +137,7 @@ def test_webhook_to_a_host_not_allowed_is_refused(shared_deployment: Deployment,
                  "webhook")  # fmt: skip
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_job_polling_shows_processing_then_success(shared_deployment: Deployment, audio: AudioFactory,
                                                    webhook: WebhookReceiver) -> None:  # fmt: skip
     request_id = _accepted(post_audio(shared_deployment.url, audio.long_english(20), language="en",
@@ -161,7 +161,7 @@ def test_unknown_job_is_404(shared_deployment: Deployment) -> None:
     assert_error(answer, 404)
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 def test_sync_wait_shorter_than_the_job_gives_202(shared_deployment: Deployment, launcher_for_shared: Launcher,
                                                   audio: AudioFactory) -> None:  # fmt: skip
     env = {**SHARED_ENV, "HARK_SYNC_WAIT_SECONDS": "0.5", "HARK_API_WORKERS": "1"}

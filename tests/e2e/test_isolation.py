@@ -16,8 +16,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.timeout(420)
-def test_two_deployments_on_one_redis_stay_isolated(hark: Launcher, bundled_checkpoints: Checkpoints,
-                                                    audio: AudioFactory, redis_client: redis.Redis) -> None:  # fmt: skip
+def test_two_deployments_on_one_redis_stay_isolated(
+    hark: Launcher, bundled_checkpoints: Checkpoints, audio: AudioFactory, redis_client: redis.Redis
+) -> None:
     dep_a, dep_b = hark.new_deployment("a"), hark.new_deployment("b")
     worker_a = hark.start_worker(dep_a, [bundled_checkpoints.tiny_en])
     worker_b = hark.start_worker(dep_b, [bundled_checkpoints.base])

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.audio import AudioFactory
+from tests.audio import GERMAN_TEXT, AudioFactory
 from tests.conftest import Checkpoints, Deployment
-from tests.e2e.helpers import BASE, BASE_HI, TINY_EN, assert_error, assert_success, post_audio
+from tests.e2e.helpers import BASE, BASE_HI, TINY_EN, assert_error, assert_success, post_audio, wer
 from tests.processes import Launcher
 
 pytestmark = pytest.mark.e2e
@@ -28,7 +28,8 @@ def test_german_falls_back_to_the_multilingual_checkpoint(shared_deployment: Dep
     body = assert_success(post_audio(shared_deployment.url, audio.german(), language="de"),
                           deployment=shared_deployment.name, checkpoint=BASE)  # fmt: skip
     assert body["language"] == "de"
-    assert body["transcription"].strip(), "German speech gave an empty transcription"
+    # whisper-base reads espeak-ng's German almost perfectly (measured WER 0.07: "gerne" -> "gern").
+    assert wer(GERMAN_TEXT, body["transcription"]) <= 0.35, body["transcription"]
 
 
 def test_multi_detects_the_language_on_the_multilingual_checkpoint(shared_deployment: Deployment,

@@ -22,7 +22,7 @@ MEAN_WER_MAX = 0.25
 SENTENCE_WER_MAX = 0.5
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 def test_english_sentences_are_transcribed_accurately(shared_deployment: Deployment, audio: AudioFactory) -> None:
     scores = []
     for index, sentence in enumerate(ENGLISH_SENTENCES):

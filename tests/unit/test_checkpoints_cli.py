@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,16 @@ from test_checkpoints_support import make_checkpoint, make_model_dir
 from checkpoints.cli import main
 from checkpoints.manifest import load_manifest
 from hark.cli import main as hark_main
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """`main()` points the root logger at this test's captured stderr; undo it for the next tests."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_pack_pull_ls_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

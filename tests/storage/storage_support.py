@@ -1,0 +1,263 @@
+"""Real local servers for the storage tests (no mocks of our own code).
+
+- :class:`RangeServer`: an HTTP/1.1 server with byte ranges, ETags, a per-connection throttle (to
+  stand in for a remote object store), exact counts of body bytes served per path, and switchable
+  misbehaviour (no range support, 503s, stalls, corrupted bytes, auth, truncated bodies).
+- :func:`fake_checkpoint`: a packed checkpoint with a few MB of random "weights".
+- :func:`run_hark`: start ``hark checkpoints ...`` as a real process with a clean environment.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.server
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from checkpoints.pack import pack
+
+REPO = Path(__file__).resolve().parents[2]
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+
+
+@dataclass
+class Behaviour:
+    """How the server treats one path."""
+
+    data: bytes
+    rate: float | None = None
+    """Bytes per second per connection (None: as fast as possible)."""
+    ranges: bool = True
+    fail_first: int = 0
+    """Answer this many more requests with 503 first."""
+    stall_after: int | None = None
+    """On the next body, stop sending after this many bytes (once), keeping the connection open."""
+    stall_seconds: float = 30.0
+    corrupt: int = 0
+    """Serve this many more body bytes with every byte inverted (a bad copy on the wire or store)."""
+    truncate: bool = False
+    """Announce the full length, then close after a tenth of it (every time)."""
+    status: int | None = None
+    auth: tuple[str, str] | None = None
+
+    @property
+    def etag(self) -> str:
+        return '"' + hashlib.sha256(self.data).hexdigest()[:16] + '"'
+
+
+@dataclass
+class Stats:
+    served: Counter = field(default_factory=Counter)
+    """Body bytes written per path."""
+    requests: list = field(default_factory=list)
+    """(path, Range header or None, status) per GET."""
+    active: int = 0
+    max_active: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _reply(self, status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        stats, behaviour = self.server.stats, self.server.files.get(path)
+        header = self.headers.get("Range")
+        if behaviour is None:
+            stats.requests.append((path, header, 404))
+            return self._reply(404)
+        if behaviour.auth is not None:
+            expected = "Basic " + base64.b64encode(":".join(behaviour.auth).encode()).decode()
+            if self.headers.get("Authorization") != expected:
+                stats.requests.append((path, header, 401))
+                return self._reply(401)
+        if behaviour.status is not None:
+            stats.requests.append((path, header, behaviour.status))
+            return self._reply(behaviour.status)
+        with stats.lock:
+            failing = behaviour.fail_first > 0
+            behaviour.fail_first -= 1 if failing else 0
+        if failing:
+            stats.requests.append((path, header, 503))
+            return self._reply(503)
+        data, size = behaviour.data, len(behaviour.data)
+        start, end, status = 0, size - 1, 200
+        match = _RANGE.match(header or "") if behaviour.ranges else None
+        if match:
+            first, last = match.groups()
+            if first:
+                start, end = int(first), min(int(last) if last else size - 1, size - 1)
+            else:
+                start, end = max(0, size - int(last)), size - 1
+            if start >= size:
+                stats.requests.append((path, header, 416))
+                return self._reply(416, {"Content-Range": f"bytes */{size}"})
+            status = 206
+        stats.requests.append((path, header, status))
+        self.send_response(status)
+        self.send_header("Content-Length", str(end - start + 1))
+        self.send_header("ETag", behaviour.etag)
+        if behaviour.ranges:
+            self.send_header("Accept-Ranges", "bytes")
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.end_headers()
+        self._send_body(path, behaviour, start, end + 1)
+
+    def _send_body(self, path: str, behaviour: Behaviour, start: int, stop: int) -> None:
+        stats = self.server.stats
+        block = 32 * 1024
+        with stats.lock:
+            stats.active += 1
+            stats.max_active = max(stats.max_active, stats.active)
+            stall_at = behaviour.stall_after
+            behaviour.stall_after = None
+        limit = start + (stop - start) // 10 if behaviour.truncate else stop
+        sent = 0
+        try:
+            position = start
+            while position < limit:
+                if stall_at is not None and sent >= stall_at:
+                    time.sleep(behaviour.stall_seconds)
+                    return
+                piece = behaviour.data[position : min(position + block, limit)]
+                with stats.lock:
+                    bad = min(behaviour.corrupt, len(piece))
+                    behaviour.corrupt -= bad
+                if bad:
+                    piece = bytes(b ^ 0xFF for b in piece[:bad]) + piece[bad:]
+                began = time.monotonic()
+                self.wfile.write(piece)
+                with stats.lock:
+                    stats.served[path] += len(piece)
+                position += len(piece)
+                sent += len(piece)
+                if behaviour.rate:
+                    time.sleep(max(0.0, len(piece) / behaviour.rate - (time.monotonic() - began)))
+            if behaviour.truncate:
+                self.close_connection = True
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        finally:
+            with stats.lock:
+                stats.active -= 1
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    files: dict[str, Behaviour]
+    stats: Stats
+
+
+class RangeServer:
+    """A local HTTP server for checkpoint files; use as a context manager."""
+
+    def __init__(self) -> None:
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.files = {}
+        self._server.stats = Stats()
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> RangeServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def stats(self) -> Stats:
+        return self._server.stats
+
+    def add(self, path: str, data: bytes, **behaviour: object) -> str:
+        """Serve ``data`` at ``path``; returns its URL."""
+        self._server.files[path] = Behaviour(data=data, **behaviour)  # type: ignore[arg-type]
+        return self.base + path
+
+    def add_directory(self, prefix: str, directory: Path, **behaviour: object) -> str:
+        """Serve every file of ``directory`` under ``prefix/`` (an unpacked checkpoint); returns the URL."""
+        for file in sorted(directory.rglob("*")):
+            if file.is_file():
+                self.add(f"{prefix}/{file.relative_to(directory).as_posix()}", file.read_bytes(), **behaviour)
+        return f"{self.base}{prefix}/"
+
+    def behaviour(self, path: str) -> Behaviour:
+        return self._server.files[path]
+
+    def served(self, prefix: str = "") -> int:
+        """Body bytes served so far for paths starting with ``prefix``."""
+        with self.stats.lock:
+            return sum(count for path, count in self.stats.served.items() if path.startswith(prefix))
+
+    def gets(self, path: str) -> list[tuple[str, str | None, int]]:
+        return [r for r in self.stats.requests if r[0] == path]
+
+
+ENGINE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+
+
+def fake_checkpoint(root: Path, name: str = "fake-en", version: str = "1.0.0", size: int = 4 * 1024 * 1024,
+                    output: str | None = None, seed: int | None = None) -> Path:  # fmt: skip
+    """A packed fake checkpoint with ``size`` bytes of random model.bin (archive by suffix of ``output``)."""
+    model = root / f"src-{name}-{version}-{output or 'dir'}"
+    model.mkdir(parents=True)
+    data = os.urandom(size) if seed is None else hashlib.shake_256(str(seed).encode()).digest(size)
+    (model / "model.bin").write_bytes(data)
+    (model / "config.json").write_bytes(b'{"alignment_heads": [], "lang_ids": []}')
+    (model / "tokenizer.json").write_bytes(b'{"model": {}}')
+    (model / "vocabulary.txt").write_bytes(b"a\nb\n")
+    return pack(model, root / (output or f"{name}-{version}"), name=name, version=version, languages="en",
+                progress=False)  # fmt: skip
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a child ``hark`` process: none of the outer MODEL_/HARK_/AWS_ settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_", "HARK_", "AWS_"))}
+    env.update({"HARK_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"})
+    env.update(extra)
+    return env
+
+
+def start_hark(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Start ``hark <args>`` (this interpreter), stdout+stderr to ``log``."""
+    handle = log.open("ab")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "hark.cli", *args], env=env, cwd=REPO, stdout=handle,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+    finally:
+        handle.close()
+
+
+def wait_for(predicate: object, timeout: float, what: str) -> None:
+    """Poll ``predicate()`` every 20 ms until true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)

@@ -1,0 +1,104 @@
+"""gunicorn configuration of the API tier, derived from :class:`~hark.settings.Settings`.
+
+Submit-and-wait requests spend most of their life blocked on Redis, so the API uses ``gthread``
+workers with many threads: ``HARK_API_WORKERS x HARK_API_THREADS`` requests can wait at once,
+which must stay at least twice the deployment's total slots (2 x 160 = 320 by default, against
+128 slots for two checkpoints). gthread's ``timeout`` is a heartbeat of the worker's main loop, not
+a per-request limit, so long waits are safe. Logs (access log included) go through
+:mod:`hark.logs` in the same structured format as the rest of Hark.
+
+``hark api`` (``web.server``) uses :func:`gunicorn_options`; the file also works as
+``gunicorn -c web/gunicorn_conf.py 'web.app:create_app()'``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+from typing import Any
+
+from gunicorn import glogging
+
+from hark.settings import Settings, get_settings
+
+#: Seconds a stopping worker gets to finish the requests it holds.
+GRACEFUL_TIMEOUT_SECONDS = 30
+#: gthread heartbeat timeout (the main loop notifies even while request threads wait).
+WORKER_TIMEOUT_SECONDS = 120
+KEEPALIVE_SECONDS = 5
+#: Paths logged at DEBUG only (probes hit them every few seconds).
+QUIET_PATHS = ("/health", "/ready")
+#: gunicorn creates its heartbeat files here with mkstemp (its docs recommend it in containers).
+SHM_DIR = "/dev/shm"  # noqa: S108
+
+
+class HarkGunicornLogger(glogging.Logger):
+    """gunicorn's logger routed into the root handlers set by :func:`hark.logs.configure`."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            logger.propagate = True
+        self.access_log.setLevel(logging.NOTSET)  # follow the root level (HARK_LOG_LEVEL)
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
+        """One line per request: method, path, status, duration, client; tagged with the request id."""
+        request_id = None
+        for name, value in resp.headers:
+            if name.lower() == "x-request-id":
+                request_id = value
+                break
+        status = str(resp.status).split(" ", 1)[0] if resp.status else "-"
+        level = logging.DEBUG if req.path in QUIET_PATHS and status == "200" else logging.INFO
+        client = environ.get("REMOTE_ADDR", "-")
+        self.access_log.log(level, "%s %s %s %.1f ms client=%s", req.method, req.path, status,
+                            request_time.total_seconds() * 1000, client,
+                            extra={"request_id": request_id})  # fmt: skip
+
+
+def gunicorn_options(settings: Settings, host: str | None = None, port: int | None = None) -> dict[str, Any]:
+    """gunicorn settings for the API of `settings.deployment`.
+
+    Args:
+        settings: the API's settings (workers, threads, bind address, log level).
+        host: overrides ``settings.api_host``.
+        port: overrides ``settings.api_port``.
+    """
+    threads = settings.api_threads
+    options: dict[str, Any] = {
+        "bind": f"{host or settings.api_host}:{port or settings.api_port}",
+        "workers": settings.api_workers,
+        "worker_class": "gthread",
+        "threads": threads,
+        # gthread keeps at most worker_connections - threads idle keep-alive connections.
+        "worker_connections": max(1000, threads * 4),
+        "timeout": WORKER_TIMEOUT_SECONDS,
+        "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
+        "keepalive": KEEPALIVE_SECONDS,
+        "max_requests": 0,
+        "preload_app": False,
+        "proc_name": f"hark-api-{settings.deployment}",
+        "logger_class": HarkGunicornLogger,
+        "errorlog": "-",
+        "accesslog": "-",
+        "loglevel": settings.log_level.lower(),
+    }
+    if os.path.isdir(SHM_DIR):
+        options["worker_tmp_dir"] = SHM_DIR  # heartbeat files off a possibly slow (container) disk
+    return options
+
+
+def capacity(settings: Settings) -> int:
+    """How many requests the API can hold at once (waiting ones included)."""
+    return settings.api_workers * settings.api_threads
+
+
+if __name__ == "__config__":  # loaded by `gunicorn -c web/gunicorn_conf.py`
+    from hark.logs import configure as _configure_logs
+
+    _settings = get_settings()
+    _configure_logs("api", _settings.deployment, _settings.log_level, _settings.log_format)
+    globals().update(gunicorn_options(_settings))

@@ -1,0 +1,96 @@
+"""``GET /health`` (the process is alive) and ``GET /ready`` (this deployment can transcribe now).
+
+Neither needs an API key. ``/health`` touches nothing outside the process. ``/ready`` answers 200
+only when Redis answers and at least one worker of the deployment has a current heartbeat, and
+lists what the live workers serve; otherwise 503 with the reason and ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from flask import Blueprint, Response, jsonify
+
+from hark import registry
+from hark.routing import served_languages
+from hark.schemas import InstanceRecord
+from web.app import services
+from web.errors import error_response
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/health")
+def health() -> Response:
+    """Liveness: the API process answers."""
+    return jsonify({"status": "ok"})
+
+
+def _checkpoint_entry(instance: InstanceRecord) -> dict[str, Any]:
+    ckpt = instance.checkpoint
+    return {
+        "checkpoint": ckpt.label,
+        "name": ckpt.name,
+        "languages": ckpt.languages,
+        "language_count": len(ckpt.languages),
+        "multilingual": ckpt.multilingual,
+        "device": ckpt.device,
+        "compute_type": ckpt.compute_type,
+        "queue": instance.queue,
+        "slots": instance.slots,
+        "in_flight": instance.in_flight,
+    }
+
+
+def readiness(instances: list[InstanceRecord], deployment: str) -> dict[str, Any]:
+    """The body of a 200 ``/ready``: workers with their checkpoints, languages and slots."""
+    workers = [
+        {
+            "worker_id": worker_id,
+            "host": records[0].host,
+            "pid": records[0].pid,
+            "checkpoints": [_checkpoint_entry(r) for r in sorted(records, key=lambda r: r.checkpoint.name)],
+        }
+        for worker_id, records in sorted(registry.group_by_worker(instances).items())
+    ]
+    per_checkpoint: dict[str, dict[str, Any]] = {}
+    for instance in instances:
+        entry = per_checkpoint.setdefault(instance.checkpoint.label, {
+            "checkpoint": instance.checkpoint.label,
+            "languages": instance.checkpoint.languages,
+            "multilingual": instance.checkpoint.multilingual,
+            "workers": 0, "slots": 0, "in_flight": 0,
+        })  # fmt: skip
+        entry["workers"] += 1
+        entry["slots"] += instance.slots
+        entry["in_flight"] += instance.in_flight
+    unique = {i.checkpoint.label: i.checkpoint for i in instances}
+    return {
+        "status": "ready",
+        "deployment": deployment,
+        "languages": served_languages(list(unique.values())),
+        "total_slots": sum(i.slots for i in instances),
+        "in_flight": sum(i.in_flight for i in instances),
+        "checkpoints": [per_checkpoint[label] for label in sorted(per_checkpoint)],
+        "workers": workers,
+    }
+
+
+@bp.get("/ready")
+def ready() -> Response:
+    """Readiness: Redis answers and at least one worker of this deployment is live."""
+    svc = services()
+    deployment = svc.settings.deployment
+    try:
+        svc.redis.ping()
+        instances = registry.live_instances(svc.redis, deployment)
+        known = [] if instances else [c.label for c in registry.catalog(svc.redis, deployment)]
+    except redis.RedisError as error:
+        return error_response(503, f"Redis is unreachable: {error}", [{"code": "redis_unavailable",
+                                                                      "deployment": deployment}])  # fmt: skip
+    if not instances:
+        reason = (f"no live worker in deployment {deployment!r}; last seen serving {', '.join(known)}" if known
+                  else f"no worker of deployment {deployment!r} has registered yet")  # fmt: skip
+        return error_response(503, reason, [{"code": "no_live_worker", "deployment": deployment, "catalog": known}])
+    return jsonify(readiness(instances, deployment))

@@ -1,0 +1,80 @@
+"""``hark api``: serve the Flask app with gunicorn (gthread workers), configured from the settings.
+
+    hark api [--host HOST] [--port PORT] [--workers N] [--threads N]
+
+Command-line options override HARK_API_HOST, HARK_API_PORT, HARK_API_WORKERS and HARK_API_THREADS.
+SIGTERM / Ctrl-C stop gracefully: workers finish the requests they hold (up to 30 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from hark.logs import configure
+from hark.settings import ConfigError, Settings, load_settings
+from web.gunicorn_conf import capacity, gunicorn_options
+
+log = logging.getLogger(__name__)
+
+
+class HarkApi(BaseApplication):
+    """gunicorn application that builds the Flask app in each worker process (no preload)."""
+
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+        self.settings = settings
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            if key in self.cfg.settings and value is not None:
+                self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from web.app import create_app
+
+        return create_app(self.settings)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hark api", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--host", help="address to bind (default HARK_API_HOST, 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port to bind (default HARK_API_PORT, 7100)")
+    parser.add_argument("--workers", type=int, help="gunicorn worker processes (default HARK_API_WORKERS)")
+    parser.add_argument("--threads", type=int, help="threads per worker (default HARK_API_THREADS)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the API until stopped; returns the process exit code."""
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    overrides = {name: value for name, value in (("api_host", args.host), ("api_port", args.port),
+                                                  ("api_workers", args.workers), ("api_threads", args.threads))
+                 if value is not None}  # fmt: skip
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    configure("api", settings.deployment, settings.log_level, settings.log_format)
+    options = gunicorn_options(settings)
+    log.info("API of deployment %r on %s: %d worker(s) x %d threads = %d concurrent requests; sync wait %.0f s; "
+             "upload limit %d bytes; auth %s", settings.deployment, options["bind"], settings.api_workers,
+             settings.api_threads, capacity(settings), settings.sync_wait_seconds, settings.max_upload_bytes,
+             "on" if settings.api_key_list else "OFF")  # fmt: skip
+    try:
+        HarkApi(settings, options).run()
+    except SystemExit as stop:
+        code = stop.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""``POST /waves/v1/stt/`` and the legacy ``POST /waves/v1/pulse/get_text``: submit audio, wait for the text.
+
+Order of the checks: declared size (413) → query parameters (400) → webhook target (400) → body
+read with a hard cap (413, chunked too) → empty body (400) → audio probe (400) → routing from the
+live registry (400 / 503). Bad input is a 400 whatever the workers' state, so clients do not retry
+it as they would a 503. Then the audio is staged once in Redis, the job created, and
+the task sent by name to ``hark.<deployment>.<checkpoint>``. Synchronous requests wait for the
+job's end (200 / the failure's status / 202 past HARK_SYNC_WAIT_SECONDS); asynchronous requests
+(``webhook_url``) get ``{"status": "processing"}`` at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from hark import registry, routing
+from hark.queues import TASK_TRANSCRIBE, transcribe_queue
+from hark.schemas import JobFailure, TranscribeTask, TranscriptionOptions
+from hark.webhook_policy import check_webhook_url
+from web.app import Services, services
+from web.audio_probe import AudioRejected, probe_audio
+from web.auth import require_api_key
+from web.errors import ApiError, current_request_id, error_response
+from web.params import ParamError, SttParams, parse_stt_params
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("stt", __name__)
+bp.before_request(require_api_key)
+
+STT_PATH = "/waves/v1/stt/"
+LEGACY_PATH = "/waves/v1/pulse/get_text"
+
+#: Bytes read from the request stream at a time.
+READ_CHUNK = 256 * 1024
+
+
+@bp.post(STT_PATH, strict_slashes=False)
+def transcribe() -> Response:
+    """Transcribe the audio in the body (``model`` and ``language`` required)."""
+    return submit(model_required=True)
+
+
+@bp.post(LEGACY_PATH)
+def transcribe_legacy() -> Response:
+    """The legacy Pulse path: same semantics, ``model`` optional (defaults to ``pulse``)."""
+    return submit(model_required=False)
+
+
+def read_body(limit: int) -> bytes:
+    """The raw request body, read in chunks and never more than `limit` bytes.
+
+    Raises:
+        RequestEntityTooLarge: the declared length or the bytes actually sent exceed `limit`.
+    """
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise RequestEntityTooLarge()
+    stream = request.stream
+    chunks: list[bytes] = []
+    total = 0
+    while declared is None or total < declared:
+        want = READ_CHUNK if declared is None else min(READ_CHUNK, declared - total)
+        chunk = stream.read(want)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > limit:
+            raise RequestEntityTooLarge()
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    chunks.clear()
+    return body
+
+
+def _parse(model_required: bool, svc: Services) -> SttParams:
+    try:
+        params = parse_stt_params(request.args, model_required=model_required)
+    except ParamError as error:
+        raise ApiError(400, error.message, error.details) from None
+    if params.webhook is not None:
+        try:
+            check_webhook_url(params.webhook.url, svc.settings.webhook_allowed_list)
+        except ValueError as error:
+            raise ApiError(400, f"webhook_url refused: {error}",
+                           [{"field": "webhook_url", "value": params.webhook.url}]) from None  # fmt: skip
+    return params
+
+
+def _route(params: SttParams, svc: Services) -> routing.Route:
+    deployment = svc.settings.deployment
+    return routing.choose(
+        deployment=deployment,
+        model=params.model,
+        language=params.language,
+        catalog=registry.catalog(svc.redis, deployment),
+        live=registry.live_instances(svc.redis, deployment),
+    )
+
+
+def _enqueue(rid: str, params: SttParams, route: routing.Route, body: bytes, svc: Services) -> str:
+    """Stage the audio, create the job and send the task; returns the queue name."""
+    settings = svc.settings
+    checkpoint = route.checkpoint
+    queue = transcribe_queue(settings.deployment, checkpoint.name)
+    audio_key = svc.jobs.stage_audio(rid, body)
+    task = TranscribeTask(
+        request_id=rid,
+        deployment=settings.deployment,
+        checkpoint=checkpoint.name,
+        audio_key=audio_key,
+        file_size=len(body),
+        options=TranscriptionOptions(language=route.language, detect_among=route.detect_among,
+                                     word_timestamps=params.word_timestamps, keywords=params.keywords),
+        webhook=params.webhook,
+        submitted_at=time.time(),
+    )  # fmt: skip
+    fields: dict[str, Any] = {"checkpoint": checkpoint.name, "checkpoint_label": checkpoint.label, "queue": queue,
+                              "file_size": len(body), "model": params.model, "language": params.language,
+                              "mode": "async" if params.is_async else "sync"}  # fmt: skip
+    if params.webhook is not None:
+        fields["webhook"] = params.webhook.wire()
+    svc.jobs.create(rid, **fields)
+    try:
+        svc.celery.send_task(TASK_TRANSCRIBE, kwargs={"payload": task.wire()}, queue=queue, task_id=rid)
+    except Exception as error:  # broker down or refusing: the job will never run
+        log.error("could not queue the job on %s: %s", queue, error,
+                  extra={"request_id": rid, "checkpoint": checkpoint.label})  # fmt: skip
+        svc.jobs.fail(rid, JobFailure(code="enqueue_failed", message="the job could not be queued", http_status=503))
+        svc.jobs.drop_audio(audio_key)
+        raise ApiError(503, "the job queue is unavailable; retry shortly", [{"code": "enqueue_failed"}]) from None
+    return queue
+
+
+def job_answer(state: dict[str, Any]) -> Response:
+    """The HTTP answer of a finished job for the request that waited on it."""
+    if state.get("status") == "success":
+        return jsonify(state["result"])
+    error = state.get("error") or {}
+    status = int(error.get("http_status") or 500)
+    details = [{"code": error.get("code", "failed")}, *error.get("details", [])]
+    return error_response(status, str(error.get("message") or "transcription failed"), details)
+
+
+def submit(*, model_required: bool) -> Response:
+    """Validate, route, probe and queue one request; wait for it unless it is asynchronous."""
+    svc = services()
+    settings = svc.settings
+    rid = current_request_id()
+    if request.content_length is not None and request.content_length > settings.max_upload_bytes:
+        raise RequestEntityTooLarge()
+    params = _parse(model_required, svc)
+    body = read_body(settings.max_upload_bytes)
+    if not body:
+        raise ApiError(400, "request body is empty: send the audio file's bytes as the body",
+                       [{"code": "empty_body"}])  # fmt: skip
+    try:
+        info = probe_audio(body, settings.max_audio_seconds)
+    except AudioRejected as error:
+        raise ApiError(400, error.message, error.details) from None
+    route = _route(params, svc)
+
+    queue = _enqueue(rid, params, route, body, svc)
+    log.info("queued %d bytes of %s audio (%s s) on %s, language=%s%s", len(body), info.container,
+             f"{info.duration:.2f}" if info.duration is not None else "?", queue, params.language,
+             " (async)" if params.is_async else "",
+             extra={"request_id": rid, "checkpoint": route.checkpoint.label})  # fmt: skip
+    if params.is_async:
+        return jsonify({"status": "processing", "request_id": rid})
+
+    state = svc.jobs.wait(rid, settings.sync_wait_seconds)
+    if state is None:
+        log.info("no answer within %.1f s; answering 202", settings.sync_wait_seconds, extra={"request_id": rid})
+        response = jsonify({"status": "processing", "request_id": rid})
+        response.status_code = 202
+        return response
+    return job_answer(state)

@@ -1,0 +1,210 @@
+"""Decode uploaded bytes into the 16 kHz mono float32 samples the engine wants.
+
+PyAV (FFmpeg) reads any container and codec FFmpeg knows (wav, mp3, flac, ogg/opus, m4a, webm...)
+straight from memory. Bad input becomes an :class:`AudioError` whose ``code`` the task turns into a
+400 answer: ``invalid_audio``, ``empty_audio``, ``truncated_audio`` or ``audio_too_long``.
+
+Channels are averaged into mono (FFmpeg's mono downmix lets correlated channels peak over 1.0).
+Decoded chunks are collected in a list and joined once at the end, so decoding is linear in the
+length of the audio.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import struct
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+
+#: Declared and decoded durations may differ a little (encoder delay, padding); a truncated file
+#: misses more than this many seconds *and* more than this share of its declared length.
+TRUNCATION_MIN_SECONDS = 0.25
+TRUNCATION_MIN_SHARE = 0.10
+
+#: A declared duration over the limit by more than this is refused before decoding.
+DECLARED_DURATION_SLACK = 1.0
+
+#: WAV data sizes that mean "unknown length" (streamed output).
+_WAV_UNKNOWN_SIZES = frozenset({0, 0xFFFFFFFF})
+
+
+class AudioError(ValueError):
+    """The bytes cannot be used as audio; ``code`` is machine-readable, the message says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """Mono 16 kHz float32 samples in [-1, 1] and their duration in seconds."""
+
+    samples: np.ndarray
+    duration: float
+
+
+def decode_audio(data: bytes, max_seconds: float) -> DecodedAudio:
+    """Decode an uploaded file to 16 kHz mono float32.
+
+    Args:
+        data: The file's bytes, any container/codec FFmpeg reads.
+        max_seconds: Longest accepted audio (``HARK_MAX_AUDIO_SECONDS``).
+
+    Returns:
+        The samples and their duration.
+
+    Raises:
+        AudioError: ``invalid_audio`` (not audio, undecodable, no audio stream), ``empty_audio``
+            (no samples), ``truncated_audio`` (the file ends before its declared length or its
+            decoder fails part-way), ``audio_too_long`` (over `max_seconds`).
+    """
+    if not data:
+        raise AudioError("empty_audio", "the audio is empty (0 bytes)")
+    try:
+        container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
+    except EOFError:
+        raise AudioError("truncated_audio", "the audio file ends before its headers do: it is truncated") from None
+    except (av.FFmpegError, ValueError, UnicodeDecodeError, IndexError, struct.error) as error:
+        raise AudioError("invalid_audio", f"the data is not a readable audio file ({_reason(error)})") from None
+    try:
+        return _decode_container(container, data, max_seconds)
+    finally:
+        container.close()
+
+
+def _decode_container(container: av.container.InputContainer, data: bytes, max_seconds: float) -> DecodedAudio:
+    if not container.streams.audio:
+        raise AudioError("invalid_audio", "the file holds no audio stream")
+    stream = container.streams.audio[0]
+    declared = _declared_duration(container, stream, data)
+    if declared is not None and declared > max_seconds + DECLARED_DURATION_SLACK:
+        raise AudioError("audio_too_long", _too_long_message(declared, max_seconds))
+
+    limit = int(max_seconds * SAMPLE_RATE) + SAMPLE_RATE // 10
+    chunks: list[np.ndarray] = []
+    total = 0
+    failure: Exception | None = None
+    skipped = 0
+    resampler: av.AudioResampler | None = None
+    shape: tuple[str, str, int] | None = None
+
+    def take(frames: list[av.AudioFrame]) -> None:
+        nonlocal total
+        for out in frames:
+            planes = out.to_ndarray()  # (channels, samples), planar float32
+            array = planes[0] if planes.shape[0] == 1 else planes.mean(axis=0, dtype=np.float32)
+            if array.size:
+                chunks.append(array)
+                total += array.size
+        if total > limit:
+            raise AudioError("audio_too_long", _too_long_message(total / SAMPLE_RATE, max_seconds))
+
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as error:
+                # A bad packet: fatal only if nothing decodes after it (see below).
+                failure, skipped = error, skipped + 1
+                continue
+            for frame in frames:
+                key = (frame.format.name, frame.layout.name, frame.sample_rate)
+                if resampler is None or key != shape:
+                    if resampler is not None:
+                        take(resampler.resample(None))
+                    # Keep the channels and average them below: FFmpeg's own downmix to mono sums
+                    # correlated channels to peaks over 1.0 (a stereo clip of identical channels).
+                    resampler = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=SAMPLE_RATE)
+                    shape = key
+                take(resampler.resample(frame))
+                failure = None
+        if resampler is not None:
+            take(resampler.resample(None))
+    except AudioError:
+        raise
+    except (av.FFmpegError, EOFError, ValueError) as error:  # the demuxer gave up part-way
+        failure = error
+
+    if failure is not None:
+        if not total:
+            raise AudioError("invalid_audio", f"the audio cannot be decoded ({_reason(failure)})")
+        raise AudioError(
+            "truncated_audio",
+            f"the audio is truncated or corrupt: decoding failed after {total / SAMPLE_RATE:.2f} s "
+            f"({_reason(failure)})",
+        )
+    if skipped:
+        logger.info("skipped %d undecodable packet(s) in the middle of the audio", skipped)
+    if not total:
+        if declared:
+            raise AudioError("truncated_audio", f"the audio declares {declared:.2f} s but holds no samples")
+        raise AudioError("empty_audio", "the audio holds no samples (zero length)")
+
+    decoded = total / SAMPLE_RATE
+    if declared is not None and _clearly_shorter(decoded, declared):
+        raise AudioError(
+            "truncated_audio",
+            f"the audio is truncated: its header declares {declared:.2f} s but only {decoded:.2f} s are there",
+        )
+    samples = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+    return DecodedAudio(samples=np.ascontiguousarray(samples, dtype=np.float32), duration=decoded)
+
+
+def _declared_duration(container: av.container.InputContainer, stream: av.AudioStream, data: bytes) -> float | None:
+    """The length the file announces, in seconds, or None when it announces none.
+
+    FFmpeg derives a WAV's duration from the bytes present, so the WAV header's data size is read
+    directly; otherwise the audio stream's duration, else the container's.
+    """
+    wav = wav_declared_duration(data)
+    if wav is not None:
+        return wav
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None and container.duration > 0:
+        return container.duration / av.time_base
+    return None
+
+
+def wav_declared_duration(data: bytes) -> float | None:
+    """Seconds of audio a RIFF/WAVE header's ``data`` chunk announces (None if not a WAV or unknown)."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    offset, byte_rate = 12, 0
+    while offset + 8 <= len(data):
+        chunk_id = data[offset : offset + 4]
+        (size,) = struct.unpack_from("<I", data, offset + 4)
+        if chunk_id == b"fmt " and offset + 20 <= len(data):
+            (byte_rate,) = struct.unpack_from("<I", data, offset + 16)  # fmt body: tag, channels, rate, byte rate
+        elif chunk_id == b"data":
+            if size in _WAV_UNKNOWN_SIZES or byte_rate <= 0:
+                return None
+            return size / byte_rate
+        offset += 8 + size + (size & 1)
+    return None
+
+
+def _clearly_shorter(decoded: float, declared: float) -> bool:
+    missing = declared - decoded
+    return missing > TRUNCATION_MIN_SECONDS and missing > TRUNCATION_MIN_SHARE * declared
+
+
+def _too_long_message(seconds: float, max_seconds: float) -> str:
+    return (
+        f"the audio is {seconds:.1f} s long, over the limit of {max_seconds:g} s "
+        "(HARK_MAX_AUDIO_SECONDS): split it into shorter files"
+    )
+
+
+def _reason(error: BaseException) -> str:
+    text = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return str(text).strip().rstrip(".")

@@ -1,0 +1,9 @@
+"""The Celery application of the workers: JSON-only settings from :mod:`celeryconfig`, tasks named by
+:mod:`hark.queues`. The API sends tasks by name and never imports this module."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+app = Celery("hark", include=["workers.tasks", "workers.webhooks"])
+app.config_from_object("celeryconfig")

@@ -1,0 +1,238 @@
+"""One worker child process: a Celery worker (thread pool) for one checkpoint, or for webhooks.
+
+Started by :mod:`workers.supervisor`, never by hand::
+
+    python -m workers.child model --checkpoint DIR --slots N --worker-id ID \\
+        --device cpu --compute-type int8 --lanes 2 --cpu-threads 1
+    python -m workers.child webhooks --worker-id ID
+
+A model child loads its checkpoint (already resolved and verified by the supervisor) and runs one
+warm-up inference *before* Celery starts consuming, so no job waits on a cold model; a load failure
+exits with status 1 and a clear log line. Once Celery is ready (``worker_ready``), a heartbeat
+thread announces the instance in the registry every ``HARK_HEARTBEAT_SECONDS`` (expiry
+``HARK_WORKER_TTL_SECONDS``, live ``in_flight``); a clean shutdown withdraws it at once. If the
+supervisor disappears, the child shuts itself down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from hark import registry
+from hark.logs import configure
+from hark.queues import transcribe_queue, webhook_queue
+from hark.schemas import CheckpointInfo, InstanceRecord
+from hark.settings import ConfigError, Settings, load_settings
+from workers import context as worker_context
+from workers.device import DevicePlan, apply_cuda_alloc_conf
+
+logger = logging.getLogger("workers.child")
+
+#: Threads of the webhook child (deliveries waiting on slow receivers).
+WEBHOOK_CONCURRENCY = 8
+
+EXIT_LOAD_FAILED = 1
+EXIT_CONFIG = 2
+
+
+class Heartbeat:
+    """Announces one instance in the registry until stopped; watches for the supervisor's death."""
+
+    def __init__(self, client: redis.Redis, record: InstanceRecord, settings: Settings,
+                 in_flight: Callable[[], int], parent_pid: int | None = None) -> None:  # fmt: skip
+        self.client = client
+        self.record = record
+        self.interval = settings.heartbeat_seconds
+        self.ttl = settings.worker_ttl_seconds
+        self.in_flight = in_flight
+        self.parent_pid = parent_pid
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="hark-heartbeat", daemon=True)
+        self._failures = 0
+
+    def start(self) -> None:
+        self.beat()
+        self._thread.start()
+
+    def beat(self) -> None:
+        """Announce (or renew) the instance now."""
+        self.record = self.record.model_copy(update={"in_flight": self.in_flight(), "heartbeat_at": time.time()})
+        registry.announce(self.client, self.record, self.ttl)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self.parent_pid is not None and os.getppid() != self.parent_pid:
+                logger.error("the supervisor (pid %d) is gone; shutting down", self.parent_pid)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            try:
+                self.beat()
+                if self._failures:
+                    logger.info("heartbeat restored after %d failure(s)", self._failures)
+                self._failures = 0
+            except redis.RedisError as error:
+                self._failures += 1
+                if self._failures in (1, 10) or self._failures % 100 == 0:
+                    logger.warning("heartbeat failed (%d in a row): %s", self._failures, error)
+
+    def stop(self, withdraw: bool = True) -> None:
+        """Stop beating and, with `withdraw`, remove the instance from the registry at once."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self.interval + 1)
+        if withdraw:
+            try:
+                registry.withdraw(self.client, self.record.deployment, self.record.worker_id,
+                                  self.record.checkpoint.name)  # fmt: skip
+            except redis.RedisError as error:
+                logger.warning("could not withdraw from the registry: %s", error)
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m workers.child", description="a Hark worker child")
+    sub = parser.add_subparsers(dest="kind", required=True)
+    model = sub.add_parser("model", help="serve one checkpoint")
+    model.add_argument("--checkpoint", required=True, type=Path, help="verified checkpoint directory")
+    model.add_argument("--slots", required=True, type=int)
+    model.add_argument("--worker-id", required=True)
+    model.add_argument("--device", required=True, choices=["cpu", "cuda"])
+    model.add_argument("--compute-type", required=True)
+    model.add_argument("--lanes", required=True, type=int)
+    model.add_argument("--cpu-threads", required=True, type=int)
+    hooks = sub.add_parser("webhooks", help="deliver webhooks")
+    hooks.add_argument("--worker-id", required=True)
+    hooks.add_argument("--concurrency", type=int, default=WEBHOOK_CONCURRENCY)
+    return parser.parse_args(argv)
+
+
+def _celery_argv(settings: Settings, queue: str, concurrency: int, node: str) -> list[str]:
+    return [
+        "--quiet", "worker", "--pool", "threads", "-c", str(concurrency), "-Q", queue, "-n", node,
+        "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", settings.log_level.upper(),
+    ]  # fmt: skip
+
+
+def run_model_child(args: argparse.Namespace, settings: Settings) -> int:
+    """Load, warm up, serve until shutdown; the exit status."""
+    from checkpoints.manifest import load_manifest
+
+    plan = DevicePlan(device=args.device, compute_type=args.compute_type, lanes=args.lanes,
+                      cpu_threads=args.cpu_threads)  # fmt: skip
+    apply_cuda_alloc_conf(plan.device, settings.cuda_alloc_conf)  # before anything imports torch
+    try:
+        manifest = load_manifest(args.checkpoint)
+        from workers.engine import WhisperEngine
+
+        engine = WhisperEngine(args.checkpoint, plan, languages=manifest.languages,
+                               multilingual=manifest.multilingual, beam_size=settings.beam_size,
+                               label=manifest.label)  # fmt: skip
+        engine.warm_up()
+    except Exception as error:
+        logger.error("cannot load the checkpoint at %s: %s: %s", args.checkpoint, type(error).__name__, error,
+                     exc_info=logger.isEnabledFor(logging.DEBUG))  # fmt: skip
+        return EXIT_LOAD_FAILED
+
+    from workers.celery_app import app
+    from workers.executor import CheckpointExecutor
+
+    info = CheckpointInfo(name=manifest.name, version=manifest.version, languages=list(manifest.languages),
+                          multilingual=manifest.multilingual, engine=manifest.engine,
+                          compute_type=plan.compute_type, device=plan.device)  # fmt: skip
+    queue = transcribe_queue(settings.deployment, manifest.name)
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    executor = CheckpointExecutor(engine, slots=args.slots, lanes=plan.lanes)
+    worker_context.install(worker_context.WorkerContext(
+        settings=settings, redis=client, store=worker_context.make_store(settings, client),
+        worker_id=args.worker_id, checkpoint=info, executor=executor,
+    ))  # fmt: skip
+    now = time.time()
+    record = InstanceRecord(deployment=settings.deployment, worker_id=args.worker_id, host=socket.gethostname(),
+                            pid=os.getpid(), queue=queue, checkpoint=info, slots=args.slots, in_flight=0,
+                            started_at=now, heartbeat_at=now)  # fmt: skip
+    heartbeat = Heartbeat(client, record, settings, lambda: executor.in_flight, parent_pid=os.getppid())
+    _connect_signals(heartbeat)
+    logger.info("serving %s on queue %s with %d slot(s)", manifest.label, queue, args.slots,
+                extra={"checkpoint": manifest.label, "queue": queue, "worker_id": args.worker_id})  # fmt: skip
+    try:
+        code = app.start(argv=_celery_argv(settings, queue, args.slots, f"{manifest.name}@{args.worker_id}"))
+    finally:
+        heartbeat.stop(withdraw=True)
+        executor.close(wait=False)
+        worker_context.clear()
+    return int(code or 0)
+
+
+def run_webhook_child(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve the deployment's webhook queue until shutdown; the exit status."""
+    from workers.celery_app import app
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    worker_context.install(worker_context.WorkerContext(
+        settings=settings, redis=client, store=worker_context.make_store(settings, client), worker_id=args.worker_id,
+    ))  # fmt: skip
+    queue = webhook_queue(settings.deployment)
+    _watch_parent(os.getppid(), settings.heartbeat_seconds)
+    logger.info("delivering webhooks from queue %s", queue, extra={"queue": queue, "worker_id": args.worker_id})
+    try:
+        code = app.start(argv=_celery_argv(settings, queue, args.concurrency, f"webhooks@{args.worker_id}"))
+    finally:
+        worker_context.clear()
+    return int(code or 0)
+
+
+def _connect_signals(heartbeat: Heartbeat) -> None:
+    """Announce when Celery consumes; withdraw as soon as it starts shutting down."""
+    from celery.signals import worker_ready, worker_shutting_down
+
+    def on_ready(**_kwargs: object) -> None:
+        heartbeat.start()
+
+    def on_shutting_down(**_kwargs: object) -> None:
+        heartbeat.stop(withdraw=True)
+
+    worker_ready.connect(on_ready, weak=False)
+    worker_shutting_down.connect(on_shutting_down, weak=False)
+
+
+def _watch_parent(parent_pid: int, interval: float) -> None:
+    """Shut down (SIGTERM to self) when the supervisor disappears."""
+
+    def loop() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        logger.error("the supervisor (pid %d) is gone; shutting down", parent_pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=loop, name="hark-parent-watch", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(list(sys.argv[1:] if argv is None else argv))
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return EXIT_CONFIG
+    configure("worker", settings.deployment, settings.log_level, settings.log_format)
+    # Celery warns about root because of pickle; Hark accepts JSON only (celeryconfig), and containers
+    # often run as root. The deploy files run as an unprivileged user anyway.
+    warnings.filterwarnings("ignore", message=".*superuser privileges.*")
+    if args.kind == "model":
+        return run_model_child(args, settings)
+    return run_webhook_child(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""``hark worker``: the supervisor of one worker of a deployment.
+
+1. Reads the settings and ``MODEL_URL`` once (start-up only), resolves and verifies every checkpoint
+   through :mod:`checkpoints` and decides device, compute type, lanes and slots, all before starting
+   anything: an unusable configuration exits with status 2 and a message saying what to fix.
+2. Starts one child per checkpoint (:mod:`workers.child`: a Celery thread-pool worker consuming
+   ``hark.<deployment>.<checkpoint>`` with ``-c <slots>``) and one webhook child, and waits until every
+   checkpoint is announced in the registry (a child that fails to start: everything stops, status 1).
+3. Watches the children: one that dies is restarted with backoff (more than
+   :data:`MAX_RESTARTS_PER_MINUTE` deaths of one child in a minute: everything stops, status 1).
+4. On SIGTERM/SIGINT forwards SIGTERM (Celery's warm shutdown: running jobs finish, the rest stay in
+   the queue), waits, and exits 0.
+
+All children share the supervisor's worker id (``<hostname>-<pid>``), which groups them in the registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from hark import registry
+from hark.logs import configure
+from hark.settings import ConfigError, Settings, load_settings
+from workers import device as devices
+
+logger = logging.getLogger("workers.supervisor")
+
+START_TIMEOUT_SECONDS = 300.0
+STOP_GRACE_SECONDS = 30.0
+MAX_RESTARTS_PER_MINUTE = 5
+RESTART_BACKOFF_MAX_SECONDS = 30.0
+REDIS_WAIT_SECONDS = 30.0
+POLL_SECONDS = 0.25
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+@dataclass
+class PlannedCheckpoint:
+    """One checkpoint as the supervisor will run it."""
+
+    name: str
+    label: str
+    path: Path
+    languages: list[str]
+    multilingual: bool
+    plan: devices.DevicePlan
+    slots: int
+
+
+@dataclass
+class Child:
+    """A child process the supervisor keeps alive."""
+
+    name: str
+    argv: list[str]
+    checkpoint: str | None = None
+    process: subprocess.Popen | None = None
+    deaths: deque[float] = field(default_factory=deque)
+    restart_at: float | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class StartupError(Exception):
+    """Configuration or checkpoints unusable; the message says what to fix."""
+
+
+# --- planning ------------------------------------------------------------------------------------
+
+
+def plan_checkpoints(settings: Settings) -> list[PlannedCheckpoint]:
+    """Resolve ``MODEL_URL`` and decide how each checkpoint runs.
+
+    Raises:
+        StartupError: ``MODEL_URL`` or a checkpoint is unusable, or the device cannot host them.
+    """
+    from checkpoints.errors import CheckpointError
+    from checkpoints.resolve import parse_model_urls, resolve_all
+
+    try:
+        urls = parse_model_urls(settings.model_url)
+        resolved = resolve_all(urls, settings.model_cache_dir)
+    except CheckpointError as error:
+        raise StartupError(str(error)) from None
+    except OSError as error:
+        raise StartupError(f"cannot read the checkpoints in MODEL_URL: {error}") from None
+    try:
+        slots = settings.slots_per_checkpoint(len(resolved))
+    except ConfigError as error:
+        raise StartupError(str(error)) from None
+
+    cuda = devices.cuda_device_count() if settings.device != "cpu" else 0
+    try:
+        device = devices.select_device(settings.device, cuda)
+        supported = devices.supported_compute_types(device)
+        planned = [
+            PlannedCheckpoint(
+                name=c.manifest.name, label=c.manifest.label, path=c.path, languages=list(c.manifest.languages),
+                multilingual=c.manifest.multilingual, slots=slots,
+                plan=devices.plan_device(
+                    requested_device=settings.device, requested_compute_type=settings.compute_type,
+                    manifest_default=c.manifest.default_compute_type, engine_workers=settings.engine_workers,
+                    cpu_threads=settings.cpu_threads, cuda_devices=cuda, cores=devices.cpu_count(),
+                    checkpoints=len(resolved), supported=supported,
+                ),
+            )
+            for c in resolved
+        ]  # fmt: skip
+        if device == "cuda":
+            _check_gpu(settings, planned)
+    except devices.DeviceError as error:
+        raise StartupError(str(error)) from None
+    return planned
+
+
+def _check_gpu(settings: Settings, planned: list[PlannedCheckpoint]) -> None:
+    if devices.apply_cuda_alloc_conf("cuda", settings.cuda_alloc_conf):
+        logger.info("set %s=%s for the GPU", devices.CUDA_ALLOC_ENV, settings.cuda_alloc_conf)
+    memory = devices.gpu_memory_info()
+    if memory is None:
+        return
+    needs = {p.label: devices.estimate_gpu_bytes(devices.model_file_bytes(p.path), p.plan.lanes) for p in planned}
+    budget = devices.check_gpu_budget(needs, free=memory[0], total=memory[1], fraction=settings.gpu_memory_fraction)
+    logger.info("GPU memory: planned %.2f GiB of a %.2f GiB budget", budget.needed / 1024**3, budget.budget / 1024**3)
+
+
+def describe(planned: list[PlannedCheckpoint], deployment: str, worker_id: str) -> str:
+    """The start-up table: checkpoint, languages, slots, device, compute type, lanes × threads."""
+    rows = [("checkpoint", "languages", "slots", "device", "compute", "lanes x threads")]
+    for p in planned:
+        languages = ("multilingual: " if p.multilingual else "") + _short_languages(p.languages)
+        rows.append((p.label, languages, str(p.slots), p.plan.device, p.plan.compute_type,
+                     f"{p.plan.lanes} x {p.plan.cpu_threads}"))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [f"worker {worker_id} of deployment {deployment} serves {len(planned)} checkpoint(s):"]
+    lines += ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+def _short_languages(languages: list[str], limit: int = 8) -> str:
+    shown = ",".join(languages[:limit])
+    return shown + (f",... ({len(languages)})" if len(languages) > limit else "")
+
+
+def child_argv(planned: PlannedCheckpoint, worker_id: str) -> list[str]:
+    """Command line of the model child of one checkpoint."""
+    return [
+        sys.executable, "-m", "workers.child", "model", "--checkpoint", str(planned.path),
+        "--slots", str(planned.slots), "--worker-id", worker_id, "--device", planned.plan.device,
+        "--compute-type", planned.plan.compute_type, "--lanes", str(planned.plan.lanes),
+        "--cpu-threads", str(planned.plan.cpu_threads),
+    ]  # fmt: skip
+
+
+def webhook_argv(worker_id: str) -> list[str]:
+    return [sys.executable, "-m", "workers.child", "webhooks", "--worker-id", worker_id]
+
+
+def restart_delay(recent_deaths: int) -> float:
+    """Backoff before restarting a child that died `recent_deaths` times in the last minute."""
+    return min(RESTART_BACKOFF_MAX_SECONDS, 2.0 ** max(0, recent_deaths - 1))
+
+
+# --- running ---------------------------------------------------------------------------------------
+
+
+class Supervisor:
+    """Starts, watches, restarts and stops the children of one worker."""
+
+    def __init__(self, settings: Settings, planned: list[PlannedCheckpoint], worker_id: str) -> None:
+        self.settings = settings
+        self.worker_id = worker_id
+        self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self.stopping = threading.Event()
+        self.children = [Child(name=p.label, argv=child_argv(p, worker_id), checkpoint=p.name) for p in planned]
+        self.children.append(Child(name="webhooks", argv=webhook_argv(worker_id)))
+
+    def request_stop(self, signum: int, _frame: object = None) -> None:
+        if not self.stopping.is_set():
+            logger.info("received %s: stopping the worker (running jobs finish first)", signal.Signals(signum).name)
+        self.stopping.set()
+
+    def spawn(self, child: Child) -> None:
+        # Own process group: a terminal's Ctrl-C reaches only the supervisor, which stops children in order.
+        child.process = subprocess.Popen(child.argv, stdin=subprocess.DEVNULL, process_group=0)
+        logger.info("started %s (pid %d)", child.name, child.process.pid)
+
+    def run(self) -> int:
+        if not self._wait_for_redis():
+            return EXIT_FAILED
+        for child in self.children:
+            self.spawn(child)
+        code = self._wait_until_announced()
+        if code is None:
+            code = self._monitor()
+        self.stop_children()
+        return code
+
+    def _wait_for_redis(self) -> bool:
+        deadline = time.monotonic() + REDIS_WAIT_SECONDS
+        while True:
+            try:
+                self.redis.ping()
+                return True
+            except redis.RedisError as error:
+                if time.monotonic() > deadline or self.stopping.is_set():
+                    logger.error("cannot reach Redis at %s: %s; check REDIS_URL and that Redis is running",
+                                 _redact(self.settings.redis_url), error)  # fmt: skip
+                    return False
+            self.stopping.wait(1.0)
+
+    def _wait_until_announced(self) -> int | None:
+        """None once every checkpoint is live; else the exit status (start-up failed or stop asked)."""
+        wanted = {c.checkpoint for c in self.children if c.checkpoint}
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while not self.stopping.is_set():
+            for child in self.children:
+                if not child.alive:
+                    code = child.process.returncode if child.process else None
+                    logger.error("%s exited with status %s during start-up; stopping the worker", child.name, code)
+                    return EXIT_FAILED
+            try:
+                live = {i.checkpoint.name for i in registry.live_instances(self.redis, self.settings.deployment)
+                        if i.worker_id == self.worker_id}  # fmt: skip
+            except redis.RedisError as error:
+                logger.warning("registry not readable yet: %s", error)
+                live = set()
+            if wanted <= live:
+                logger.info("worker %s is ready: %s", self.worker_id, ", ".join(sorted(wanted)))
+                return None
+            if time.monotonic() > deadline:
+                logger.error("checkpoints %s were not ready within %.0f s; stopping the worker",
+                             ", ".join(sorted(wanted - live)), START_TIMEOUT_SECONDS)  # fmt: skip
+                return EXIT_FAILED
+            self.stopping.wait(POLL_SECONDS)
+        return EXIT_OK
+
+    def _monitor(self) -> int:
+        while not self.stopping.wait(POLL_SECONDS):
+            now = time.monotonic()
+            for child in self.children:
+                if child.alive:
+                    continue
+                if child.restart_at is None:
+                    child.deaths.append(now)
+                    while child.deaths and now - child.deaths[0] > 60:
+                        child.deaths.popleft()
+                    code = child.process.returncode if child.process else None
+                    if len(child.deaths) > MAX_RESTARTS_PER_MINUTE:
+                        logger.error("%s died %d times within a minute (last status %s); stopping the worker",
+                                     child.name, len(child.deaths), code)  # fmt: skip
+                        return EXIT_FAILED
+                    delay = restart_delay(len(child.deaths))
+                    child.restart_at = now + delay
+                    logger.error("%s (pid %s) died with status %s; restarting it in %.0f s", child.name,
+                                 child.process.pid if child.process else "?", code, delay)  # fmt: skip
+                elif now >= child.restart_at:
+                    child.restart_at = None
+                    self.spawn(child)
+        return EXIT_OK
+
+    def stop_children(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """SIGTERM every child (warm shutdown), SIGKILL those still running after `grace` seconds."""
+        running = [c for c in self.children if c.alive]
+        for child in running:
+            with contextlib.suppress(ProcessLookupError):
+                child.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        deadline = time.monotonic() + grace
+        for child in running:
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))  # type: ignore[union-attr]
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop within %.0f s; killing it (its jobs will be redelivered)",
+                               child.name, grace)  # fmt: skip
+                child.process.kill()  # type: ignore[union-attr]
+                child.process.wait(timeout=10)  # type: ignore[union-attr]
+        if running:
+            logger.info("all children stopped")
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``hark worker``; the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="hark worker",
+        description="Serve the checkpoints in MODEL_URL (1-3, read once at start) for HARK_DEPLOYMENT.",
+    )
+    parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return EXIT_CONFIG
+    configure("worker", settings.deployment, settings.log_level, settings.log_format)
+    try:
+        planned = plan_checkpoints(settings)
+    except StartupError as error:
+        logger.error("cannot start: %s", error)
+        return EXIT_CONFIG
+    worker_id = f"{socket.gethostname()}-{os.getpid()}"
+    logger.info(describe(planned, settings.deployment, worker_id))
+    supervisor = Supervisor(settings, planned, worker_id)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    return supervisor.run()

@@ -1,0 +1,204 @@
+"""The ``hark.transcribe`` task: staged audio in, transcript (or an explicit failure) out.
+
+A job that runs longer than ``HARK_JOB_TIMEOUT_SECONDS`` is answered with a ``job_timeout`` failure
+(and acknowledged) before the broker's visibility timeout could hand it to a second worker.
+
+The task is thin: validate the payload, run :func:`handle_transcription` with the process's
+:class:`~workers.context.WorkerContext`, and let it publish the final state in the job store, where
+the waiting API request, the job-polling endpoint and the webhook delivery find it. Every accepted
+job ends in ``JobStore.complete`` or ``JobStore.fail``; a redelivered job that already ended is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+import redis
+from celery.exceptions import Reject
+from pydantic import ValidationError
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
+
+from hark.queues import TASK_DELIVER_WEBHOOK, TASK_TRANSCRIBE, webhook_queue
+from hark.schemas import JobFailure, Metadata, TranscribeTask, TranscriptionResponse, Utterance, Word
+from workers.audio import AudioError, decode_audio
+from workers.celery_app import app
+from workers.context import WorkerContext, current
+from workers.executor import SlotsExhausted
+from workers.transcript import Transcript
+
+logger = logging.getLogger(__name__)
+
+#: Redis hiccups while publishing a final answer are retried for this long before giving up.
+_publish_retry = retry(
+    retry=retry_if_exception_type(redis.RedisError),
+    stop=stop_after_attempt(8) | stop_after_delay(60),
+    wait=wait_exponential(multiplier=0.2, max=5.0),
+    reraise=True,
+)
+
+
+@app.task(name=TASK_TRANSCRIBE, bind=True, acks_late=True, ignore_result=True)
+def transcribe(self: Any, payload: dict[str, Any]) -> None:
+    """Transcribe one staged upload (payload: :class:`hark.schemas.TranscribeTask` as JSON)."""
+    context = current()
+    try:
+        task = TranscribeTask.model_validate(payload)
+    except ValidationError as error:
+        _refuse_payload(context, payload, error)
+        return
+    redelivered = bool((getattr(self.request, "delivery_info", None) or {}).get("redelivered"))
+    handle_transcription(context, task, redelivered=redelivered)
+
+
+def handle_transcription(context: WorkerContext, task: TranscribeTask, *, redelivered: bool = False) -> str:
+    """Run one job to its final state.
+
+    Args:
+        context: This process's worker state (store, executor, checkpoint).
+        task: The validated payload.
+        redelivered: The broker says the message was delivered before (for the logs).
+
+    Returns:
+        How it ended: ``success``, ``failed`` or ``skipped`` (already finished).
+
+    Raises:
+        Reject: Every slot is taken (the message goes back to the queue).
+    """
+    store, rid = context.store, task.request_id
+    log_extra = {"request_id": rid, "checkpoint": context.checkpoint.label if context.checkpoint else task.checkpoint}
+    if store.is_finished(rid):
+        logger.info("job already answered; skipping the redelivered message", extra=log_extra)
+        store.drop_audio(task.audio_key)
+        return "skipped"
+    executor = context.executor
+    if executor is None or context.checkpoint is None:
+        raise RuntimeError("this process serves no checkpoint (is it the webhook child?)")
+    if task.deployment != context.deployment or task.checkpoint != context.checkpoint.name:
+        return _finish_failed(context, task, JobFailure(
+            code="misrouted", http_status=500,
+            message=f"the job for {task.deployment}/{task.checkpoint} reached a worker of "
+                    f"{context.deployment}/{context.checkpoint.name}",
+        ), log_extra)  # fmt: skip
+    try:
+        with executor.admit():
+            store.mark_processing(rid, context.worker_id)
+            logger.info("transcribing%s", " (redelivered)" if redelivered else "", extra=log_extra)
+            started = time.perf_counter()
+            audio = store.fetch_audio(task.audio_key)
+            if audio is None:
+                return _finish_failed(context, task, JobFailure(
+                    code="audio_expired", http_status=500,
+                    message="the uploaded audio is no longer stored (it expired after HARK_AUDIO_TTL_SECONDS "
+                            "before a worker could take the job); send the request again",
+                ), log_extra)  # fmt: skip
+            try:
+                decoded = decode_audio(audio, context.settings.max_audio_seconds)
+            except AudioError as error:
+                return _finish_failed(context, task, JobFailure(code=error.code, message=error.message,
+                                                                http_status=400), log_extra)  # fmt: skip
+            del audio
+            future = executor.submit(decoded.samples, task.options)
+            budget = context.settings.job_timeout_seconds - (time.perf_counter() - started)
+            try:
+                transcript = future.result(timeout=max(0.0, budget))
+            except FutureTimeout:
+                future.cancel()  # a call already running finishes in the background; its result is dropped
+                return _finish_failed(context, task, JobFailure(
+                    code="job_timeout", http_status=500,
+                    message=f"the transcription took longer than {context.settings.job_timeout_seconds} s "
+                            "(HARK_JOB_TIMEOUT_SECONDS); split the audio or ask the operator to raise the limit",
+                ), log_extra)  # fmt: skip
+            elapsed = time.perf_counter() - started
+    except SlotsExhausted:
+        logger.warning("all slots busy; returning the job to the queue", extra=log_extra)
+        raise Reject("slots exhausted", requeue=True) from None
+    except Exception as error:
+        logger.exception("transcription failed unexpectedly", extra=log_extra)
+        return _finish_failed(context, task, JobFailure(
+            code="internal_error", http_status=500,
+            message=f"the worker failed while transcribing ({type(error).__name__}); the operator can find "
+                    f"request {rid} in the worker logs",
+        ), log_extra)  # fmt: skip
+
+    response = build_response(task, transcript, elapsed, context.deployment, context.checkpoint.label)
+    _publish_retry(store.complete)(rid, response.wire())
+    store.drop_audio(task.audio_key)
+    logger.info("transcribed %.2f s of audio in %.0f ms (%.1fx real time, %d character(s))",
+                transcript.duration, elapsed * 1000, response.metadata.rtfx, len(transcript.text),
+                extra=log_extra)  # fmt: skip
+    _maybe_send_webhook(context, task, log_extra)
+    return "success"
+
+
+def build_response(task: TranscribeTask, transcript: Transcript, elapsed: float, deployment: str,
+                   checkpoint_label: str) -> TranscriptionResponse:  # fmt: skip
+    """The Pulse answer for a transcript.
+
+    Args:
+        task: The job (request id, options, file size).
+        transcript: What the engine produced.
+        elapsed: Seconds from fetching the audio to the transcript (decode + inference).
+        deployment: This deployment's name.
+        checkpoint_label: ``name@version`` of the checkpoint that answered.
+    """
+    words = None
+    if task.options.word_timestamps:
+        words = [Word(word=w.word, start=w.start, end=w.end, confidence=w.probability) for w in transcript.words]
+    utterances = [Utterance(text=s.text, start=round(s.start, 3), end=round(s.end, 3)) for s in transcript.segments]
+    seconds = max(elapsed, 1e-6)
+    return TranscriptionResponse(
+        transcription=transcript.text,
+        language=transcript.language,
+        request_id=task.request_id,
+        words=words,
+        utterances=utterances,
+        metadata=Metadata(
+            duration=round(transcript.duration, 3),
+            fileSize=task.file_size,
+            processing_time_ms=round(elapsed * 1000, 1),
+            rtfx=round(transcript.duration / seconds, 2),
+            deployment=deployment,
+            checkpoint=checkpoint_label,
+        ),
+    )
+
+
+def _finish_failed(context: WorkerContext, task: TranscribeTask, failure: JobFailure,
+                   log_extra: dict[str, str]) -> str:  # fmt: skip
+    level = logging.WARNING if failure.http_status < 500 else logging.ERROR
+    logger.log(level, "job failed: %s (%s, HTTP %d)", failure.message, failure.code, failure.http_status,
+               extra=log_extra)  # fmt: skip
+    _publish_retry(context.store.fail)(task.request_id, failure)
+    context.store.drop_audio(task.audio_key)
+    _maybe_send_webhook(context, task, log_extra)
+    return "failed"
+
+
+def _maybe_send_webhook(context: WorkerContext, task: TranscribeTask, log_extra: dict[str, str]) -> None:
+    """Queue the webhook delivery when the request asked for one."""
+    target = task.webhook.wire() if task.webhook is not None else None
+    if target is None:
+        state = context.store.get(task.request_id) or {}
+        target = state.get("webhook")
+    if not target:
+        return
+    try:
+        app.send_task(TASK_DELIVER_WEBHOOK, kwargs={"request_id": task.request_id, "webhook": target},
+                      queue=webhook_queue(context.deployment))  # fmt: skip
+    except Exception:
+        logger.exception("could not queue the webhook delivery", extra=log_extra)
+
+
+def _refuse_payload(context: WorkerContext, payload: Any, error: ValidationError) -> None:
+    """A payload that is not a TranscribeTask: fail the job if it names one, else just log."""
+    request_id = payload.get("request_id") if isinstance(payload, dict) else None
+    logger.error("invalid task payload: %s", error.errors()[:3],
+                 extra={"request_id": request_id if isinstance(request_id, str) else ""})  # fmt: skip
+    if isinstance(request_id, str) and request_id and not context.store.is_finished(request_id):
+        _publish_retry(context.store.fail)(request_id, JobFailure(
+            code="invalid_task", http_status=500,
+            message="the job reached the worker in a form it does not understand (API and worker versions differ?)",
+        ))  # fmt: skip
