@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from checkpoints.errors import FetchError
 from checkpoints.options import FetchOptions
 from checkpoints.transfer import RemoteInfo, TransientError
+from checkpoints.urls import redact_url
 
 #: Error codes that mean "do not retry": the request itself is wrong.
 _PERMANENT_HINTS = {
@@ -49,7 +50,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     bucket, key = parts.netloc, parts.path.lstrip("/")
     if "@" in bucket or not _BUCKET_RE.match(bucket or "") or not key:
         raise FetchError(
-            f"{url.split('?')[0]} is not an s3://BUCKET/KEY location (credentials go in the AWS_* environment, "
+            f"{redact_url(url)} is not an s3://BUCKET/KEY location (credentials go in the AWS_* environment, "
             "never in the URL)"
         )
     return bucket, key

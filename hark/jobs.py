@@ -102,8 +102,8 @@ class JobStore:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            # BLPOP takes whole-second-ish timeouts; short slices keep the deadline honest.
-            popped = self.redis.blpop([self.reply_key(request_id)], timeout=min(remaining, 5.0))
+            # Short slices keep the deadline honest and stay below any client socket timeout.
+            popped = self.redis.blpop([self.reply_key(request_id)], timeout=min(remaining, 2.0))
             if popped is not None:
                 # Put the marker back so another waiter (e.g. a retried request) also wakes.
                 self.redis.rpush(self.reply_key(request_id), popped[1])

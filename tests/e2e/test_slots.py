@@ -72,7 +72,7 @@ def test_one_slot_means_one_request_at_a_time(hark: Launcher, bundled_checkpoint
     print(f"slots=1: {sampled}")
     assert sampled.slots_seen == {1}, sampled
     assert sampled.max_in_flight == 1, f"in_flight must reach but never exceed 1: {sampled}"
-    assert sampled.max_queued >= 2, f"extra requests should wait in the queue: {sampled}"
+    assert sampled.max_queued >= 3, f"extra requests should wait in the queue, not in the worker: {sampled}"
 
 
 @pytest.mark.timeout(300)
@@ -85,5 +85,5 @@ def test_two_slots_on_the_shared_deployment(shared_deployment: Deployment, audio
         assert_success(answer, checkpoint=TINY_EN)
     print(f"slots=2: {sampled}")
     assert sampled.slots_seen == {2}, sampled
-    assert 1 <= sampled.max_in_flight <= 2, sampled
-    assert sampled.max_queued >= 1, f"extra requests should wait in the queue: {sampled}"
+    assert sampled.max_in_flight == 2, f"in_flight must reach but never exceed 2: {sampled}"
+    assert sampled.max_queued >= 3, f"extra requests should wait in the queue, not in the worker: {sampled}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,26 @@ def test_nonexistent_path(hark: Launcher, deployment: str, tmp_path: Path) -> No
 def test_corrupted_checkpoint_names_the_file(hark: Launcher, deployment: str, corrupted_tiny_en: Path) -> None:
     output = _refuses(hark, deployment, str(corrupted_tiny_en), "vocabulary.txt")
     assert "sha256" in output.lower() or "checksum" in output.lower(), output
+
+
+@pytest.mark.timeout(200)
+def test_checkpoint_that_verifies_but_cannot_load(hark: Launcher, deployment: str, bundled_checkpoints: Checkpoints,
+                                                 tmp_path: Path) -> None:  # fmt: skip
+    """Checksums match (the manifest was built over garbage weights), so only loading can fail:
+    the supervisor must notice the child's failure and exit non-zero instead of running half a worker."""
+    from checkpoints.pack import pack
+
+    model = tmp_path / "broken-model"
+    model.mkdir()
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copy(bundled_checkpoints.tiny_en / name, model / name)
+    (model / "model.bin").write_bytes(b"not a CTranslate2 model" * 1000)
+    broken = pack(model, tmp_path / "whisper-broken", name="whisper-broken", version="0.0.1", languages=["en"],
+                  multilingual=False, progress=False)  # fmt: skip
+    env = hark.env_for(deployment, MODEL_URL=str(broken))
+    code, output = hark.run_to_exit(["worker"], env, timeout=180)
+    assert code != 0, output
+    assert "whisper-broken" in output, output
 
 
 @pytest.mark.timeout(150)

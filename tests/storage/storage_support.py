@@ -39,7 +39,8 @@ class Behaviour:
     fail_first: int = 0
     """Answer this many more requests with 503 first."""
     stall_after: int | None = None
-    """On the next body, stop sending after this many bytes (once), keeping the connection open."""
+    """On the next body longer than this, stop sending after this many bytes (once), keeping the
+    connection open."""
     stall_seconds: float = 30.0
     corrupt: int = 0
     """Serve this many more body bytes with every byte inverted (a bad copy on the wire or store)."""
@@ -131,7 +132,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             stats.active += 1
             stats.max_active = max(stats.max_active, stats.active)
             stall_at = behaviour.stall_after
-            behaviour.stall_after = None
+            if stall_at is not None and stop - start > stall_at:
+                behaviour.stall_after = None  # once, on a body long enough to stall in
+            else:
+                stall_at = None
         limit = start + (stop - start) // 10 if behaviour.truncate else stop
         sent = 0
         try:
@@ -261,3 +265,72 @@ def wait_for(predicate: object, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.02)
+
+
+class ThrottledProxy:
+    """A TCP proxy in front of another local server (moto's S3): throttles and counts the bytes each
+    connection sends back to the client, so an S3-compatible store behaves like a remote one."""
+
+    def __init__(self, target: tuple[str, int], rate: float | None = None) -> None:
+        import socket
+
+        self.target, self.rate = target, rate
+        self.downstream = 0
+        self.active = self.max_active = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._closed = False
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> ThrottledProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closed = True
+        self._listener.close()
+        self._thread.join(timeout=5)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, source: object, sink: object, downstream: bool) -> None:
+        import socket
+
+        if downstream:
+            with self._lock:
+                self.active += 1
+                self.max_active = max(self.max_active, self.active)
+        try:
+            while data := source.recv(32 * 1024):  # type: ignore[attr-defined]
+                began = time.monotonic()
+                sink.sendall(data)  # type: ignore[attr-defined]
+                if downstream:
+                    with self._lock:
+                        self.downstream += len(data)
+                    if self.rate:
+                        time.sleep(max(0.0, len(data) / self.rate - (time.monotonic() - began)))
+        except OSError:
+            pass
+        finally:
+            if downstream:
+                with self._lock:
+                    self.active -= 1
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
+                except OSError:
+                    pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -117,13 +118,17 @@ def test_a_file_changed_on_the_server_is_not_spliced(tmp_path: Path, server: Ran
     assert dest.read_bytes() == new
 
 
-def test_503s_and_a_stall_are_retried(tmp_path: Path, server: RangeServer) -> None:
+def test_503s_and_a_stall_are_retried(tmp_path: Path, server: RangeServer, caplog: pytest.LogCaptureFixture) -> None:
     data = os.urandom(2 * MB)
-    url = server.add("/f.bin", data, fail_first=2, stall_after=300 * 1024, stall_seconds=10)
-    download(url, tmp_path / "f.bin", options=FAST)
+    url = server.add("/f.bin", data, fail_first=2, stall_after=100 * 1024, stall_seconds=10)
+    started = time.monotonic()
+    download(url, tmp_path / "f.bin", options=FAST.with_(stall_timeout=1.0))
     assert (tmp_path / "f.bin").read_bytes() == data
+    assert time.monotonic() - started < 8  # the stalled connection was dropped, not waited out
     statuses = [r[2] for r in server.gets("/f.bin")]
-    assert statuses[:2] == [503, 503] and statuses.count(206) >= 2
+    assert statuses[:2] == [503, 503] and statuses.count(206) >= 9  # probe + 8 segments + the retried one
+    assert "HTTP 503 Service Unavailable; retry 1 of 2" in caplog.text
+    assert "the connection stalled" in caplog.text
 
 
 def test_retries_are_bounded_and_the_error_is_clear(tmp_path: Path, server: RangeServer) -> None:
