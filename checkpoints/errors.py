@@ -51,3 +51,7 @@ class BundleError(CheckpointError):
 
 class StorageError(CheckpointError):
     """The cache cannot hold the checkpoint: too little free space, or larger than MODEL_CACHE_MAX_SIZE."""
+
+
+class CorruptDownloadError(FetchError):
+    """A downloaded archive cannot be read (damaged in transit or at the source); fetched again once."""

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from checkpoints import cache, space, transfer
 from checkpoints.entries import Entry, LocalCheckpoint, check_checksum, check_version
-from checkpoints.errors import CheckpointError, ChecksumError, FetchError
+from checkpoints.errors import CheckpointError, ChecksumError, CorruptDownloadError, FetchError, UnsafeArchiveError
 from checkpoints.extract import safe_extract
 from checkpoints.fetch_http import HttpSource, child_url, read_small
 from checkpoints.fetch_s3 import S3Source
@@ -34,7 +34,7 @@ from checkpoints.leases import Lease, hold
 from checkpoints.manifest import MANIFEST_NAME, Manifest, load_manifest, parse_manifest
 from checkpoints.options import FetchOptions
 from checkpoints.urls import file_name, scheme_of
-from checkpoints.verify import verify_checkpoint
+from checkpoints.verify import sha256_file, verify_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -160,15 +160,17 @@ def fetch(
                     return _fetch_directory(entry, key, shown, cache_dir, options, partial, progress, protect)
                 return _fetch_archive(entry, key, shown, cache_dir, options, partial, progress, protect,
                                       local_archive)  # fmt: skip
-            except ChecksumError as error:
+            except (ChecksumError, CorruptDownloadError) as error:
                 shutil.rmtree(partial, ignore_errors=True)
                 if attempt == 2 or local_archive is not None:
-                    raise type(error)(
-                        f"{error}; fetched {attempt} time(s) and the copy was bad each time, so the file at the "
-                        "source is corrupt (or MODEL_CHECKSUM is wrong): re-upload the checkpoint or fix "
-                        "MODEL_CHECKSUM",
-                        error.path, error.expected, error.actual,
-                    ) from None  # fmt: skip
+                    if local_archive is not None:
+                        raise
+                    message = (f"{error}; fetched twice and the copy was bad both times, so the file at the source "
+                               "is corrupt (or MODEL_CHECKSUM is wrong): re-upload the checkpoint or fix "
+                               "MODEL_CHECKSUM")  # fmt: skip
+                    if isinstance(error, ChecksumError):
+                        raise ChecksumError(message, error.path, error.expected, error.actual) from None
+                    raise CorruptDownloadError(message) from None
                 logger.warning("%s failed its checksum (%s); deleted the download, fetching once more", shown,
                                error)  # fmt: skip
     raise AssertionError("unreachable")  # pragma: no cover
@@ -207,7 +209,16 @@ def _fetch_archive(
     staging = cache.new_staging_dir(cache_dir)
     try:
         digest = hashlib.sha256()
-        root = safe_extract(archive, staging / "extracted", progress=progress, digest=digest)
+        try:
+            root = safe_extract(archive, staging / "extracted", progress=progress, digest=digest)
+        except UnsafeArchiveError:
+            raise
+        except CheckpointError as error:
+            if entry.checksum is not None:  # say "checksum mismatch" rather than "cannot extract" when it is one
+                check_checksum(shown, archive.name, sha256_file(archive), entry.checksum)
+            if local_archive is not None:
+                raise
+            raise CorruptDownloadError(f"{shown}: the downloaded archive is damaged: {error}") from None
         check_checksum(shown, archive.name, digest.hexdigest(), entry.checksum)
         manifest = load_manifest(root)
         check_version(shown, manifest, entry.version)

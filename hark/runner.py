@@ -53,7 +53,9 @@ def _stop(processes: list[subprocess.Popen], grace: float = 30.0) -> None:
             process.kill()
 
 
-def _wait_ready(base_url: str, processes: list[subprocess.Popen]) -> None:
+def _wait_ready(base_url: str, processes: list[subprocess.Popen], settings: Settings, expected: int) -> None:
+    """Wait until the API answers /ready and every checkpoint of the worker is live."""
+    client = redis.Redis.from_url(settings.redis_url)
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     last = "no answer yet"
     while time.monotonic() < deadline:
@@ -62,7 +64,8 @@ def _wait_ready(base_url: str, processes: list[subprocess.Popen]) -> None:
                 raise RuntimeError(f"a process exited during start-up (code {process.returncode})")
         try:
             answer = requests.get(f"{base_url}/ready", timeout=2)
-            if answer.status_code == 200:
+            live = len(live_instances(client, settings.deployment))
+            if answer.status_code == 200 and live >= expected:
                 return
             last = answer.json().get("error", answer.text)
         except (requests.RequestException, ValueError) as error:
@@ -111,7 +114,7 @@ def main(argv: list[str]) -> int:
     if local_redis.process is not None:
         log.info("started a private redis-server for this run at %s", settings.redis_url)
 
-    env = dict(os.environ, HF_HUB_OFFLINE="1", REDIS_URL=settings.redis_url)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", REDIS_URL=settings.redis_url, MODEL_URL=settings.model_url)
     if not settings.model_urls:
         env["MODEL_URL"] = _default_model_url(settings)
         log.info("MODEL_URL not set: serving the bundled checkpoints %s", env["MODEL_URL"])
@@ -128,7 +131,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     code = 0
     try:
-        _wait_ready(base_url, processes)
+        _wait_ready(base_url, processes, settings, len(env["MODEL_URL"].split(",")))
         _print_banner(settings, base_url)
         while all(process.poll() is None for process in processes):
             time.sleep(0.5)

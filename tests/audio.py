@@ -70,6 +70,29 @@ class AudioFactory:
             tmp.rename(out)
         return out
 
+    def speech_streamed(self, text: str, voice: str = "en", speed: int = 150) -> Path:
+        """espeak-ng writing to a pipe (``--stdout``): a WAV whose RIFF and data sizes hold the streaming
+        placeholder 0x7FFFF000 instead of the real length, as many recorders and pipelines produce."""
+        out = self._path(f"streamed-{voice}", "wav", text, speed)
+        if not out.exists():
+            if shutil.which("espeak-ng") is None:
+                raise AudioToolMissing("espeak-ng is not installed (run `bash scripts/ensure-system-packages.sh`)")
+            result = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text],
+                                    capture_output=True, timeout=120, check=True)  # fmt: skip
+            out.write_bytes(result.stdout)
+        return out
+
+    def piped(self, source: Path) -> Path:
+        """`source` re-muxed by ffmpeg to a pipe: WAV sizes are 0xFFFFFFFF (unknown length)."""
+        out = self._path(f"{source.stem}-piped", "wav", str(source))
+        if not out.exists():
+            if shutil.which("ffmpeg") is None:
+                raise AudioToolMissing("ffmpeg is not installed (run `bash scripts/ensure-system-packages.sh`)")
+            result = subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(source), "-f", "wav", "-"],
+                                    capture_output=True, timeout=120, check=True)  # fmt: skip
+            out.write_bytes(result.stdout)
+        return out
+
     def english(self, index: int = 0) -> Path:
         """One of :data:`ENGLISH_SENTENCES` spoken in English."""
         return self.speech(ENGLISH_SENTENCES[index], "en")

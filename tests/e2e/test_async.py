@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 import requests
@@ -126,6 +127,22 @@ def test_webhook_delivery_is_retried(shared_deployment: Deployment, audio: Audio
     assert webhook.attempts >= 2
 
 
+@pytest.mark.timeout(300)
+def test_webhook_with_get(shared_deployment: Deployment, audio: AudioFactory, webhook: WebhookReceiver) -> None:
+    answer = post_audio(shared_deployment.url, audio.english(1), language="en", webhook_url=webhook.url,
+                        webhook_method="GET", webhook_extra="x y&z")
+    request_id = _accepted(answer)
+    call = webhook.next()
+    assert call["method"] == "GET"
+    path, _, query = call["path"].partition("?")
+    params = {key: values[0] for key, values in parse_qs(query).items()}
+    assert path == "/hook"
+    assert params["request_id"] == request_id and params["status"] == "success"
+    assert params["webhook_extra"] == "x y&z"
+    payload = json.loads(params["payload"])
+    assert payload["request_id"] == request_id and payload["transcription"]
+
+
 @pytest.mark.parametrize(
     "target",
     ["http://10.1.2.3/hook", "http://example.com/hook", "http://169.254.169.254/latest/meta-data",
@@ -156,15 +173,16 @@ def assert_success_dict(body: dict[str, Any]) -> None:
     assert body["metadata"]["checkpoint"] == TINY_EN
 
 
-def test_unknown_job_is_404(shared_deployment: Deployment) -> None:
-    answer = requests.get(f"{shared_deployment.url}{JOBS_PATH}req_doesnotexist0000", timeout=10)
+@pytest.mark.parametrize("request_id", ["req_" + "0" * 24, "req_doesnotexist", "../../etc/passwd"])
+def test_unknown_job_is_404(shared_deployment: Deployment, request_id: str) -> None:
+    answer = requests.get(f"{shared_deployment.url}{JOBS_PATH}{request_id}", timeout=10)
     assert_error(answer, 404)
 
 
 @pytest.mark.timeout(300)
 def test_sync_wait_shorter_than_the_job_gives_202(shared_deployment: Deployment, launcher_for_shared: Launcher,
                                                   audio: AudioFactory) -> None:  # fmt: skip
-    env = {**SHARED_ENV, "HARK_SYNC_WAIT_SECONDS": "0.5", "HARK_API_WORKERS": "1"}
+    env = {**SHARED_ENV, "HARK_SYNC_WAIT_SECONDS": "0.2", "HARK_API_WORKERS": "1"}
     api = launcher_for_shared.start_api(shared_deployment.name, **env)
     assert api.base_url
     answer = post_audio(api.base_url, audio.long_english(20), language="en")

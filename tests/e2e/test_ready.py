@@ -114,3 +114,13 @@ def test_clean_stop_withdraws_at_once(hark: Launcher, bundled_checkpoints: Check
     print(f"worker stopped with code {code} in {time.monotonic() - started:.1f} s")
     assert code == 0, f"SIGTERM should stop the worker cleanly, got {code}"
     assert not live_instances(redis_client, name), "a clean stop should withdraw from the registry"
+
+
+def test_api_without_redis_answers_503_not_500(hark: Launcher, audio: AudioFactory) -> None:
+    from tests.processes import free_port
+
+    api = hark.start_api(hark.new_deployment("noredis"), REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    assert api.base_url
+    assert requests.get(f"{api.base_url}/health", timeout=10).status_code == 200
+    _assert_unavailable(requests.get(f"{api.base_url}/ready", timeout=30))
+    _assert_unavailable(post_audio(api.base_url, audio.english(1), language="en", timeout=60))

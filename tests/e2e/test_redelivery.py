@@ -81,3 +81,32 @@ def test_worker_killed_mid_job_the_job_is_redelivered(
     took = time.monotonic() - killed_at
     print(f"redelivered and answered {took:.1f} s after the kill; statuses {seen}")
     assert took >= 5, "answered suspiciously fast: was the job really interrupted?"
+
+
+@pytest.mark.timeout(300)
+def test_worker_stopped_mid_job_finishes_it_and_leaves_the_rest_queued(
+    hark: Launcher, bundled_checkpoints: Checkpoints, audio: AudioFactory, redis_client: redis.Redis
+) -> None:
+    name = hark.new_deployment("drain")
+    worker = hark.start_worker(name, [bundled_checkpoints.tiny_en], HARK_CONCURRENCY_PER_CHECKPOINT=1)
+    api = hark.start_api(name, HARK_SYNC_WAIT_SECONDS="0.2")
+    assert api.base_url
+    clip = audio.long_english(30)
+    first = post_audio(api.base_url, clip, language="en").json()["request_id"]
+    second = post_audio(api.base_url, clip, language="en").json()["request_id"]
+    store = JobStore(redis_client, name, 3600, 3600)
+
+    deadline = time.monotonic() + 60
+    while (store.get(first) or {}).get("status") != "processing":
+        assert time.monotonic() < deadline, store.get(first)
+        time.sleep(0.02)
+    worker.popen.send_signal(signal.SIGTERM)  # a rollout: warm shutdown
+
+    assert worker.popen.wait(timeout=60) == 0
+    assert (store.get(first) or {}).get("status") == "success", "the running job must be finished, not dropped"
+    assert (store.get(second) or {}).get("status") == "queued", "the waiting job must stay queued"
+
+    # The next worker of the deployment picks the waiting job up.
+    hark.start_worker(name, [bundled_checkpoints.tiny_en], HARK_CONCURRENCY_PER_CHECKPOINT=1)
+    body, _ = poll_job(api.base_url, second, timeout=90)
+    assert body["status"] == "success" and body["metadata"]["checkpoint"] == TINY_EN

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from hark.languages import MULTI_GROUPS
 from tests.audio import GERMAN_TEXT, AudioFactory
 from tests.conftest import Checkpoints, Deployment
 from tests.e2e.helpers import BASE, BASE_HI, TINY_EN, assert_error, assert_success, post_audio, wer
@@ -41,6 +42,12 @@ def test_multi_detects_the_language_on_the_multilingual_checkpoint(shared_deploy
 def test_multi_eu_detects_within_its_group(shared_deployment: Deployment, audio: AudioFactory) -> None:
     body = assert_success(post_audio(shared_deployment.url, audio.german(), language="multi-eu"), checkpoint=BASE)
     assert body["language"] == "de", body
+
+
+def test_detection_group_is_honoured(shared_deployment: Deployment, audio: AudioFactory) -> None:
+    # German speech with multi-indic: detection may only pick a language of that group.
+    body = assert_success(post_audio(shared_deployment.url, audio.german(), language="multi-indic"), checkpoint=BASE)
+    assert body["language"] in (MULTI_GROUPS["multi-indic"] or ()), body["language"]
 
 
 @pytest.mark.parametrize("language", ["xx", "zu"])

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.server
 import os
@@ -42,16 +43,18 @@ class Behaviour:
     """On the next body longer than this, stop sending after this many bytes (once), keeping the
     connection open."""
     stall_seconds: float = 30.0
-    corrupt: int = 0
-    """Serve this many more body bytes with every byte inverted (a bad copy on the wire or store)."""
+    corrupt_at: int = 0
+    corrupt_times: int = 0
+    """Serve the byte at offset ``corrupt_at`` inverted in this many more bodies (a bad copy in transit)."""
     truncate: bool = False
     """Announce the full length, then close after a tenth of it (every time)."""
     status: int | None = None
     auth: tuple[str, str] | None = None
 
-    @property
-    def etag(self) -> str:
-        return '"' + hashlib.sha256(self.data).hexdigest()[:16] + '"'
+    etag: str = ""
+
+    def __post_init__(self) -> None:
+        self.etag = '"' + hashlib.sha256(self.data).hexdigest()[:16] + '"'
 
 
 @dataclass
@@ -67,6 +70,7 @@ class Stats:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go in separate writes: no 40 ms delayed-ACK stalls
     server: _Server
 
     def log_message(self, format: str, *args: object) -> None:
@@ -101,7 +105,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if failing:
             stats.requests.append((path, header, 503))
             return self._reply(503)
-        data, size = behaviour.data, len(behaviour.data)
+        size = len(behaviour.data)
         start, end, status = 0, size - 1, 200
         match = _RANGE.match(header or "") if behaviour.ranges else None
         if match:
@@ -145,11 +149,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     time.sleep(behaviour.stall_seconds)
                     return
                 piece = behaviour.data[position : min(position + block, limit)]
+                offset = behaviour.corrupt_at - position
                 with stats.lock:
-                    bad = min(behaviour.corrupt, len(piece))
-                    behaviour.corrupt -= bad
+                    bad = behaviour.corrupt_times > 0 and 0 <= offset < len(piece)
+                    behaviour.corrupt_times -= 1 if bad else 0
                 if bad:
-                    piece = bytes(b ^ 0xFF for b in piece[:bad]) + piece[bad:]
+                    piece = piece[:offset] + bytes([piece[offset] ^ 0xFF]) + piece[offset + 1 :]
                 began = time.monotonic()
                 self.wfile.write(piece)
                 with stats.lock:
@@ -171,6 +176,9 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     files: dict[str, Behaviour]
     stats: Stats
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Clients drop connections on purpose (probes, kills, stalls): no tracebacks on stderr."""
 
 
 class RangeServer:
@@ -330,7 +338,5 @@ class ThrottledProxy:
                 with self._lock:
                     self.active -= 1
             for sock in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
-                except OSError:
-                    pass

@@ -76,3 +76,14 @@ def test_broken_files(audio: AudioFactory) -> None:
     assert random_bytes.read_bytes() == audio.random_bytes().read_bytes()
     with pytest.raises(av.error.InvalidDataError):
         av.open(str(random_bytes))
+
+
+def test_streamed_wavs_carry_placeholder_sizes(audio: AudioFactory) -> None:
+    import struct
+
+    streamed = audio.speech_streamed(ENGLISH_SENTENCES[4]).read_bytes()
+    assert struct.unpack_from("<I", streamed, 40)[0] == 0x7FFFF000  # data size of the 44-byte header
+    piped = audio.piped(audio.english(0)).read_bytes()
+    assert b"data\xff\xff\xff\xff" in piped
+    seconds = probe(audio.speech_streamed(ENGLISH_SENTENCES[4]))[3]
+    assert seconds == pytest.approx(wav_duration(audio.english(4)), abs=0.05)
