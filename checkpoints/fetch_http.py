@@ -24,7 +24,8 @@ import urllib3
 
 from checkpoints.errors import FetchError
 from checkpoints.options import FetchOptions
-from checkpoints.transfer import FileJob, RemoteInfo, TransientError, transfer, with_retries
+from checkpoints.sources import FileJob, RangeSource, RemoteInfo, TransientError, with_retries
+from checkpoints.transfer import transfer
 from checkpoints.urls import redact_url
 
 logger = logging.getLogger(__name__)
@@ -144,20 +145,19 @@ def child_url(base: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path + quote(name), parts.query, ""))
 
 
-def read_small(source: HttpSource | object, options: FetchOptions, deadline: float,
-               limit: int = MAX_SMALL_FILE) -> bytes:  # fmt: skip
+def read_small(source: RangeSource, options: FetchOptions, deadline: float, limit: int = MAX_SMALL_FILE) -> bytes:
     """The whole (small) file of ``source`` in memory, with retries; refuses more than ``limit`` bytes."""
 
     def read() -> bytes:
         data = bytearray()
-        with source.stream(0, None) as chunks:  # type: ignore[attr-defined]
+        with source.stream(0, None) as chunks:
             for chunk in chunks:
                 data += chunk
                 if len(data) > limit:
-                    raise FetchError(f"{source.shown} is larger than {limit} bytes; it is not a manifest.json")  # type: ignore[attr-defined]
+                    raise FetchError(f"{source.shown} is larger than {limit} bytes; it is not a manifest.json")
         return bytes(data)
 
-    result = with_retries(read, source.shown, options, deadline)  # type: ignore[attr-defined]
+    result = with_retries(read, source.shown, options, deadline)
     assert isinstance(result, bytes)
     return result
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from checkpoints.errors import FetchError
 from checkpoints.options import FetchOptions
-from checkpoints.transfer import RemoteInfo, TransientError
+from checkpoints.sources import RemoteInfo, TransientError
 from checkpoints.urls import redact_url
 
 #: Error codes that mean "do not retry": the request itself is wrong.

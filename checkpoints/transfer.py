@@ -26,20 +26,23 @@ import contextlib
 import json
 import logging
 import os
-import random
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from checkpoints.errors import FetchError
 from checkpoints.options import FetchOptions
 from checkpoints.progress import byte_progress, human_size
+from checkpoints.sources import FileJob as FileJob
+from checkpoints.sources import RangeSource as RangeSource
+from checkpoints.sources import RemoteInfo as RemoteInfo
+from checkpoints.sources import TransientError as TransientError
+from checkpoints.sources import backoff_delay
+from checkpoints.sources import with_retries as with_retries
 
 logger = logging.getLogger(__name__)
 
@@ -47,51 +50,6 @@ PART_SUFFIX = ".part"
 META_SUFFIX = ".part.json"
 PROGRESS_SUFFIX = ".part.progress"
 SEGMENTS_PER_WORKER = 4
-MAX_BACKOFF_SECONDS = 30.0
-
-
-class TransientError(Exception):
-    """A failure worth retrying (connection lost, stall, 5xx, truncated body). The message is safe to show."""
-
-
-@dataclass(frozen=True)
-class RemoteInfo:
-    """What a probe learned about a remote file."""
-
-    size: int | None
-    """Total bytes, or None when the server does not say."""
-    ranges: bool
-    """The server answers byte-range requests (so downloads can be split and resumed)."""
-    validator: str | None = None
-    """ETag or Last-Modified: a resumed download is only continued while it is unchanged."""
-
-
-class RangeSource(Protocol):
-    """One remote file."""
-
-    shown: str
-    """The location with credentials redacted, for messages."""
-
-    def probe(self) -> RemoteInfo:
-        """Size, range support and validator. Raises FetchError (permanent) or TransientError."""
-        ...
-
-    def stream(self, start: int, end: int | None) -> AbstractContextManager[Iterable[bytes]]:
-        """Bytes ``start..end`` (inclusive; ``end=None``: to the end) as chunks.
-
-        Raises FetchError (permanent) or TransientError, also while iterating.
-        """
-        ...
-
-
-@dataclass
-class FileJob:
-    """One file to download."""
-
-    source: RangeSource
-    dest: Path
-    expected_size: int | None = None
-    """Known size (from a manifest): a server announcing another size is an error."""
 
 
 @dataclass
@@ -163,28 +121,6 @@ def discard_partial(dest: Path) -> None:
     """Delete the partial download of ``dest`` (data, size record and progress)."""
     for suffix in (PART_SUFFIX, META_SUFFIX, PROGRESS_SUFFIX):
         _with_suffix(dest, suffix).unlink(missing_ok=True)
-
-
-def backoff_delay(failures: int, base: float) -> float:
-    """Exponential backoff with full jitter: uniform in [0, base * 2**(failures-1)], capped."""
-    return random.uniform(0, min(MAX_BACKOFF_SECONDS, base * 2 ** max(failures - 1, 0)))
-
-
-def with_retries(call: Callable[[], object], what: str, options: FetchOptions, deadline: float) -> object:
-    """Run ``call`` (a probe, a small read), retrying TransientError like a segment would."""
-    failures = 0
-    while True:
-        try:
-            return call()
-        except TransientError as error:
-            failures += 1
-            if failures > options.retries:
-                raise FetchError(f"{what}: {error} (gave up after {options.retries} retries)") from None
-            delay = backoff_delay(failures, options.backoff_base)
-            if time.monotonic() + delay > deadline:
-                raise FetchError(f"{what}: {error}; no time left within MODEL_DOWNLOAD_TIMEOUT") from None
-            logger.warning("%s: %s; retry %d of %d in %.1f s", what, error, failures, options.retries, delay)
-            time.sleep(delay)
 
 
 def _segment_size(size: int, options: FetchOptions) -> int:
@@ -439,9 +375,3 @@ def _run_all(todo: list[_Segment], run: _Run, options: FetchOptions) -> None:
     real = [e for e in errors if e is not None and not isinstance(e, _Cancelled)]
     if real:
         raise real[0]
-
-
-def iter_chunks(read: Callable[[int], bytes], chunk_size: int) -> Iterator[bytes]:
-    """Chunks from a ``read(n)`` function until it returns b""."""
-    while chunk := read(chunk_size):
-        yield chunk

@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 #: Packets decoded at most while looking for the first samples.
 MAX_PROBE_PACKETS = 64
 
+#: Format detection reads at most this much; FFmpeg's default (5 MB, 5 s of analysis) halves the
+#: API's throughput for nothing on the usual formats, whose headers sit in the first kilobytes.
+_OPEN_OPTIONS = {"probesize": "65536", "analyzeduration": "0"}
+
 
 class AudioRejected(ValueError):
     """The body cannot be accepted as audio; `message` says why and `details` carries the specifics."""
@@ -73,7 +77,7 @@ def probe_audio(data: bytes, max_seconds: float) -> AudioInfo:
         AudioRejected: not audio, no audio stream, no samples, or too long.
     """
     try:
-        with av.open(io.BytesIO(data), mode="r") as container:
+        with av.open(io.BytesIO(data), mode="r", options=_OPEN_OPTIONS) as container:
             streams = container.streams.audio
             if not streams:
                 raise AudioRejected("body is not audio the server can decode: it holds no audio stream",

@@ -127,7 +127,8 @@ def _enqueue(rid: str, params: SttParams, route: routing.Route, body: bytes, svc
         fields["webhook"] = params.webhook.wire()
     svc.jobs.create(rid, **fields)
     try:
-        svc.celery.send_task(TASK_TRANSCRIBE, kwargs={"payload": task.wire()}, queue=queue, task_id=rid)
+        svc.celery.send_task(TASK_TRANSCRIBE, kwargs={"payload": task.wire()}, queue=queue, task_id=rid,
+                             ignore_result=True)  # results travel through the JobStore, not Celery
     except Exception as error:  # broker down or refusing: the job will never run
         log.error("could not queue the job on %s: %s", queue, error,
                   extra={"request_id": rid, "checkpoint": checkpoint.label})  # fmt: skip

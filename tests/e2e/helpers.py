@@ -136,7 +136,8 @@ def poll_job(base_url: str, request_id: str, *, until: Iterable[str] = ("success
     """Poll ``GET /waves/v1/stt/jobs/<id>`` until its status is in `until`.
 
     Returns:
-        The last body and the sequence of distinct statuses seen.
+        The last body and the sequence of distinct statuses seen; while a job has not ended the
+        status is written ``processing/<state>`` (``state`` is queued or processing).
     """
     wanted = set(until)
     seen: list[str] = []
@@ -147,8 +148,9 @@ def poll_job(base_url: str, request_id: str, *, until: Iterable[str] = ("success
         assert answer.status_code in (200, 202), f"HTTP {answer.status_code}: {answer.text[:1000]}"
         body = answer.json()
         status = body.get("status")
-        if not seen or seen[-1] != status:
-            seen.append(status)
+        label = f"{status}/{body.get('state', '?')}" if status == "processing" else status
+        if not seen or seen[-1] != label:
+            seen.append(label)
         if status in wanted:
             return body, seen
         time.sleep(interval)

@@ -93,18 +93,22 @@ def test_white_noise_gives_no_real_words(shared_deployment: Deployment, audio: A
 
 @pytest.mark.parametrize(
     "variant",
-    ["wav-8k", "wav-16k", "wav-44k-stereo", "flac", "mp3", "ogg-opus", "wav-piped-ffmpeg", "wav-streamed-espeak"],
+    ["wav-8k", "wav-8k-mulaw", "wav-16k", "wav-44k-stereo", "flac", "mp3", "ogg-opus", "m4a-aac", "webm-opus",
+     "wav-piped-ffmpeg", "wav-streamed-espeak"],
 )
 def test_containers_rates_and_channels_are_decoded(shared_deployment: Deployment, audio: AudioFactory,
                                                   variant: str) -> None:  # fmt: skip
     source = audio.english(4)
     clip = {
         "wav-8k": lambda: audio.convert(source, rate=8000),
+        "wav-8k-mulaw": lambda: audio.ffmpeg(source, "wav", "-ar", "8000", "-c:a", "pcm_mulaw"),
         "wav-16k": lambda: audio.convert(source, rate=16000),
         "wav-44k-stereo": lambda: audio.convert(source, rate=44100, channels=2),
         "flac": lambda: audio.convert(source, suffix="flac"),
         "mp3": lambda: audio.ffmpeg(source, "mp3", "-c:a", "libmp3lame", "-b:a", "64k"),
         "ogg-opus": lambda: audio.opus(source),
+        "m4a-aac": lambda: audio.ffmpeg(source, "m4a", "-c:a", "aac", "-b:a", "64k"),
+        "webm-opus": lambda: audio.ffmpeg(source, "webm", "-c:a", "libopus", "-b:a", "32k"),
         # WAVs written to a pipe carry placeholder sizes (0xFFFFFFFF from ffmpeg, 0x7FFFF000 from
         # espeak-ng --stdout): their length is unknown, not 13 hours, and they are not truncated.
         "wav-piped-ffmpeg": lambda: audio.piped(source),
