@@ -44,6 +44,7 @@ lint: install
 
 bench: install checkpoints
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/storage.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -115,7 +115,7 @@ def main(argv: list[str]) -> int:
         log.info("started a private redis-server for this run at %s", settings.redis_url)
 
     env = dict(os.environ, HF_HUB_OFFLINE="1", REDIS_URL=settings.redis_url, MODEL_URL=settings.model_url)
-    if not settings.model_urls:
+    if not settings.model_urls and not settings.model_paths:
         env["MODEL_URL"] = _default_model_url(settings)
         log.info("MODEL_URL not set: serving the bundled checkpoints %s", env["MODEL_URL"])
 
@@ -131,7 +131,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     code = 0
     try:
-        _wait_ready(base_url, processes, settings, len(env["MODEL_URL"].split(",")))
+        expected = len(settings.model_paths) or len(env["MODEL_URL"].split(","))
+        _wait_ready(base_url, processes, settings, expected)
         _print_banner(settings, base_url)
         while all(process.poll() is None for process in processes):
             time.sleep(0.5)

@@ -31,8 +31,9 @@ TRUNCATION_MIN_SHARE = 0.10
 #: A declared duration over the limit by more than this is refused before decoding.
 DECLARED_DURATION_SLACK = 1.0
 
-#: WAV data sizes that mean "unknown length" (streamed output).
-_WAV_UNKNOWN_SIZES = frozenset({0, 0xFFFFFFFF})
+#: WAV data sizes at or above this mean "unknown length": writers that stream to a pipe put a
+#: placeholder there (0xFFFFFFFF, or 0x7FFFF000 from espeak-ng/FFmpeg); no upload is that large.
+_WAV_PLACEHOLDER_SIZE = 0x7F000000
 
 
 class AudioError(ValueError):
@@ -186,7 +187,7 @@ def wav_declared_duration(data: bytes) -> float | None:
         if chunk_id == b"fmt " and offset + 20 <= len(data):
             (byte_rate,) = struct.unpack_from("<I", data, offset + 16)  # fmt body: tag, channels, rate, byte rate
         elif chunk_id == b"data":
-            if size in _WAV_UNKNOWN_SIZES or byte_rate <= 0:
+            if size == 0 or size >= _WAV_PLACEHOLDER_SIZE or byte_rate <= 0:
                 return None
             return size / byte_rate
         offset += 8 + size + (size & 1)

@@ -92,11 +92,11 @@ def plan_checkpoints(settings: Settings) -> list[PlannedCheckpoint]:
         StartupError: ``MODEL_URL`` or a checkpoint is unusable, or the device cannot host them.
     """
     from checkpoints.errors import CheckpointError
-    from checkpoints.resolve import parse_model_urls, resolve_all
+    from checkpoints.resolve import resolve_configured
 
     try:
-        urls = parse_model_urls(settings.model_url)
-        resolved = resolve_all(urls, settings.model_cache_dir)
+        # Leases held until the supervisor exits: LRU eviction never removes a checkpoint in use.
+        resolved = resolve_configured(settings, hold=True)
     except CheckpointError as error:
         raise StartupError(str(error)) from None
     except OSError as error:
