@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -20,7 +19,6 @@ from werkzeug.wrappers import Request
 
 from hark import registry
 from tests.unit.web_helpers import (
-    BASE,
     JOBS,
     LEGACY,
     MAX_UPLOAD,
@@ -33,30 +31,6 @@ from tests.unit.web_helpers import (
     make_wav,
     post,
 )
-
-
-@pytest.fixture
-def make_app(redis_url: str, deployment: str) -> Iterator[AppFactory]:
-    factory = AppFactory(redis_url, deployment)
-    yield factory
-    factory.close()
-
-
-@pytest.fixture
-def app(make_app: AppFactory) -> Flask:
-    return make_app()
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-@pytest.fixture
-def live(redis_client: redis.Redis, deployment: str) -> None:
-    """A live worker serving tiny.en and base."""
-    announce(redis_client, deployment, TINY_EN, BASE)
-
 
 # --- bad input -----------------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ checkpoint's queue, then completes or fails the job with `JobStore` and checks t
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -18,43 +17,16 @@ from hark.jobs import JobStore
 from hark.queues import TASK_TRANSCRIBE
 from hark.schemas import JobFailure
 from tests.unit.web_helpers import (
-    BASE,
     JOBS,
-    TINY_EN,
     WAV,
     AppFactory,
     Background,
-    announce,
     assert_error,
     post,
     queued_messages,
     wait_for_job,
     wire_response,
 )
-
-
-@pytest.fixture
-def make_app(redis_url: str, deployment: str) -> Iterator[AppFactory]:
-    factory = AppFactory(redis_url, deployment)
-    yield factory
-    factory.close()
-
-
-@pytest.fixture
-def app(make_app: AppFactory) -> Flask:
-    return make_app()
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-@pytest.fixture
-def live(redis_client: redis.Redis, deployment: str) -> None:
-    """A live worker serving tiny.en and base."""
-    announce(redis_client, deployment, TINY_EN, BASE)
-
 
 # --- submit-and-wait, async and job polling ------------------------------------------------------
 
