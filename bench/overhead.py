@@ -177,6 +177,20 @@ def run(requests_per_level: int, levels: list[int], threads: int, lanes: int) ->
     return header + table
 
 
+NOTES = """
+Targets: throughput ≥ 0.95× direct at concurrency 1; added latency p50 ≤ 15 ms.
+
+Reading the numbers: "added" is Hark's latency minus the direct call's, so it can be negative.
+The direct side decodes with `faster_whisper.decode_audio` (~35 ms for this clip here); the worker
+decodes with its own PyAV path (~6 ms: s16 resampling, no per-frame array concatenation), which
+hides the platform's own cost. Measured separately on this machine (2026-11-23): HTTP upload +
+audio probe + routing ≈ 10 ms, enqueue → worker pickup → result → wake-up of the waiting request
+≈ 9 ms. At concurrency 8 both sides share the same two inference lanes; Hark's p50 is lower because
+its queue admits requests in order while the direct side's eight threads contend for two lanes.
+Numbers move by ±10 % between runs on this shared 2-core machine; compare ratios from one run.
+"""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=24, help="requests per side and concurrency level")
@@ -189,8 +203,7 @@ def main() -> int:
     section = run(args.requests, levels, args.threads, args.lanes)
     print(section)
     if not args.no_write:
-        update_benchmarks("Platform overhead", section + "\nTargets: throughput ≥ 0.95× direct at concurrency 1; "
-                          "added latency p50 ≤ 15 ms.\n")
+        update_benchmarks("Platform overhead", section + NOTES)
     return 0
 
 
