@@ -8,6 +8,8 @@ import logging
 import sys
 import time
 
+from hark.settings import ConfigError, Settings, load_settings
+
 _CONTEXT_FIELDS = ("request_id", "checkpoint", "worker_id", "queue")
 
 
@@ -71,3 +73,18 @@ def configure(component: str, deployment: str, level: str = "INFO", fmt: str = "
     root.setLevel(level.upper())
     for noisy in ("urllib3", "faster_whisper", "botocore", "filelock"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def start_component(component: str, **overrides: object) -> Settings | None:
+    """Read settings and configure logging for an entry point.
+
+    Returns None after printing what to fix when the configuration is invalid; the caller
+    exits with its configuration-error status.
+    """
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return None
+    configure(component, settings.deployment, settings.log_level, settings.log_format)
+    return settings

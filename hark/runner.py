@@ -19,10 +19,10 @@ import redis
 import requests
 
 from hark.local_redis import RedisUnavailable, ensure_redis
-from hark.logs import configure
+from hark.logs import start_component
 from hark.registry import live_instances
 from hark.schemas import CheckpointInfo
-from hark.settings import ConfigError, Settings, load_settings
+from hark.settings import Settings
 
 log = logging.getLogger("hark.run")
 
@@ -99,12 +99,9 @@ def _print_banner(settings: Settings, base_url: str) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="hark run", description=__doc__)
     parser.parse_args(argv)
-    try:
-        settings = load_settings()
-    except ConfigError as error:
-        print(error, file=sys.stderr)
+    settings = start_component("run")
+    if settings is None:
         return 2
-    configure("run", settings.deployment, settings.log_level, settings.log_format)
 
     try:
         local_redis = ensure_redis(settings.redis_url, may_start="REDIS_URL" not in os.environ)

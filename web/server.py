@@ -15,8 +15,8 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from hark.logs import configure
-from hark.settings import ConfigError, Settings, load_settings
+from hark.logs import start_component
+from hark.settings import Settings
 from web.gunicorn_conf import capacity, gunicorn_options
 
 log = logging.getLogger(__name__)
@@ -57,12 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {name: value for name, value in (("api_host", args.host), ("api_port", args.port),
                                                   ("api_workers", args.workers), ("api_threads", args.threads))
                  if value is not None}  # fmt: skip
-    try:
-        settings = load_settings(**overrides)
-    except ConfigError as error:
-        print(error, file=sys.stderr)
+    settings = start_component("api", **overrides)
+    if settings is None:
         return 2
-    configure("api", settings.deployment, settings.log_level, settings.log_format)
     options = gunicorn_options(settings)
     log.info("API of deployment %r on %s: %d worker(s) x %d threads = %d concurrent requests; sync wait %.0f s; "
              "upload limit %d bytes; auth %s", settings.deployment, options["bind"], settings.api_workers,

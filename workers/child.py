@@ -31,10 +31,10 @@ from pathlib import Path
 import redis
 
 from hark import registry
-from hark.logs import configure
+from hark.logs import start_component
 from hark.queues import transcribe_queue, webhook_queue
 from hark.schemas import CheckpointInfo, InstanceRecord
-from hark.settings import ConfigError, Settings, load_settings
+from hark.settings import Settings
 from workers import context as worker_context
 from workers.device import DevicePlan, apply_cuda_alloc_conf
 
@@ -220,12 +220,9 @@ def _watch_parent(parent_pid: int, interval: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(list(sys.argv[1:] if argv is None else argv))
-    try:
-        settings = load_settings()
-    except ConfigError as error:
-        print(error, file=sys.stderr)
+    settings = start_component("worker")
+    if settings is None:
         return EXIT_CONFIG
-    configure("worker", settings.deployment, settings.log_level, settings.log_format)
     # Celery warns about root because of pickle; Hark accepts JSON only (celeryconfig), and containers
     # often run as root. The deploy files run as an unprivileged user anyway.
     warnings.filterwarnings("ignore", message=".*superuser privileges.*")

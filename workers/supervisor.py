@@ -33,8 +33,8 @@ from pathlib import Path
 import redis
 
 from hark import registry
-from hark.logs import configure
-from hark.settings import ConfigError, Settings, load_settings
+from hark.logs import start_component
+from hark.settings import ConfigError, Settings
 from workers import device as devices
 
 logger = logging.getLogger("workers.supervisor")
@@ -309,12 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Serve the checkpoints in MODEL_URL (1-3, read once at start) for HARK_DEPLOYMENT.",
     )
     parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        settings = load_settings()
-    except ConfigError as error:
-        print(error, file=sys.stderr)
+    settings = start_component("worker")
+    if settings is None:
         return EXIT_CONFIG
-    configure("worker", settings.deployment, settings.log_level, settings.log_format)
     try:
         planned = plan_checkpoints(settings)
     except StartupError as error:
