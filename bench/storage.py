@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from unittest.mock import patch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -65,17 +66,8 @@ def load_model(path: Path) -> float:
 
 
 def settings_for(cache: Path, **env: str) -> object:
-    values = {"MODEL_CACHE_DIR": str(cache), **env}
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
+    with patch.dict(os.environ, {"MODEL_CACHE_DIR": str(cache), **env}):
         return load_settings()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def timed_start(settings: object) -> tuple[float, float, Path]:
@@ -230,31 +222,25 @@ def bench_s3(work: Path, base: Path) -> tuple[float, float]:
         raise SystemExit("moto's S3 server did not start")
 
     moto, endpoint = serve_in_process([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], ready)
-    names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-    saved = {k: os.environ.get(k) for k in names}
+    aws = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+           "AWS_DEFAULT_REGION": "us-east-1"}
     try:
-        os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-                          AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
-        bucket = f"models-{uuid.uuid4().hex[:8]}"
-        client = boto3.client("s3")
-        client.create_bucket(Bucket=bucket)
-        for file in base.iterdir():
-            if not file.name.startswith("."):
-                client.upload_file(str(file), bucket, f"whisper-base/1.0.0/{file.name}")
-        settings = settings_for(work / "s3-emptydir", MODEL_URL=f"s3://{bucket}/whisper-base/1.0.0/")
-        server_cpu, client_cpu = cpu_seconds(moto.pid), cpu_seconds(os.getpid())
-        started = time.perf_counter()
-        (checkpoint,) = resolve_configured(settings, hold=True)  # type: ignore[arg-type]
-        resolve_s = time.perf_counter() - started
-        S3_CPU.update(server=cpu_seconds(moto.pid) - server_cpu, client=cpu_seconds(os.getpid()) - client_cpu)
-        load_s = load_model(checkpoint.path)
-        checkpoint.release()
+        with patch.dict(os.environ, aws):
+            bucket = f"models-{uuid.uuid4().hex[:8]}"
+            client = boto3.client("s3")
+            client.create_bucket(Bucket=bucket)
+            for file in base.iterdir():
+                if not file.name.startswith("."):
+                    client.upload_file(str(file), bucket, f"whisper-base/1.0.0/{file.name}")
+            settings = settings_for(work / "s3-emptydir", MODEL_URL=f"s3://{bucket}/whisper-base/1.0.0/")
+            server_cpu, client_cpu = cpu_seconds(moto.pid), cpu_seconds(os.getpid())
+            started = time.perf_counter()
+            (checkpoint,) = resolve_configured(settings, hold=True)  # type: ignore[arg-type]
+            resolve_s = time.perf_counter() - started
+            S3_CPU.update(server=cpu_seconds(moto.pid) - server_cpu, client=cpu_seconds(os.getpid()) - client_cpu)
+            load_s = load_model(checkpoint.path)
+            checkpoint.release()
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         stop(moto)
     return resolve_s, load_s
 
