@@ -7,6 +7,7 @@ reads ``os.environ`` for configuration. Names are the flat ones operators alread
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from functools import lru_cache
@@ -62,6 +63,17 @@ def parse_size(value: str | int) -> int:
 def split_per_checkpoint(value: str) -> list[str]:
     """Split a per-``MODEL_URL``-entry list (``MODEL_CHECKSUM``, ``MODEL_VERSION``); empty items are kept."""
     return [item.strip() for item in value.split(",")] if value.strip() else []
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback IP literals (``127.0.0.0/8``, ``::1``)."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class ConfigError(ValueError):
@@ -187,6 +199,40 @@ class Settings(BaseSettings):
 
     webhook_retries: int = Field(5, ge=0, le=20, validation_alias="HARK_WEBHOOK_RETRIES")
     webhook_timeout_seconds: float = Field(10.0, gt=0, validation_alias="HARK_WEBHOOK_TIMEOUT_SECONDS")
+    """Total deadline of one delivery attempt (connect, send, read the answer), however the receiver trickles."""
+
+    webhook_secret: str = Field("", validation_alias="HARK_WEBHOOK_SECRET", repr=False)
+    """HMAC-SHA256 key for the ``X-Hark-Signature`` header of webhook calls; empty = unsigned (warned at start)."""
+
+    # --- hardening: limits on clients -----------------------------------------------
+    auth: Literal["auto", "on", "off"] = Field("auto", validation_alias="HARK_AUTH")
+    """auto: keys required when the API listens beyond loopback (refuses to start without HARK_API_KEYS);
+    on: keys always required; off: no authentication, explicitly (logged at start)."""
+
+    upload_timeout_seconds: float = Field(30.0, gt=0, validation_alias="HARK_UPLOAD_TIMEOUT_SECONDS")
+    """Base time allowed to receive a request body (and the longest pause between two reads); 408 past it."""
+
+    upload_min_bytes_per_second: int = Field(32768, ge=1, validation_alias="HARK_UPLOAD_MIN_BYTES_PER_SECOND")
+    """A body gets HARK_UPLOAD_TIMEOUT_SECONDS plus its size at this rate; slower uploads answer 408."""
+
+    max_concurrent_per_client: int = Field(64, ge=1, validation_alias="HARK_MAX_CONCURRENT_PER_CLIENT")
+    """Requests one API key (or one client address when auth is off) may have in flight; 429 past it."""
+
+    staged_audio_budget_bytes: int = Field(
+        1_000_000_000, ge=1024, validation_alias="HARK_STAGED_AUDIO_BUDGET_BYTES"
+    )
+    """Bytes of uploaded audio the deployment may hold in Redis awaiting workers; 503 + Retry-After past it."""
+
+    # --- hardening: jobs and shutdown -----------------------------------------------
+    shutdown_grace_seconds: float = Field(30.0, gt=0, validation_alias="HARK_SHUTDOWN_GRACE_SECONDS")
+    """On SIGTERM a worker stops consuming; jobs not finished within this are requeued at once."""
+
+    job_deadline_seconds: int | None = Field(None, ge=10, validation_alias="HARK_JOB_DEADLINE_SECONDS")
+    """A job not ended this long after it was accepted is failed by the reaper (``job_lost``, with its
+    webhook); default: audio TTL + visibility timeout + 60 s (time to wait, run once, crash and rerun)."""
+
+    reaper_interval_seconds: float = Field(15.0, gt=0, validation_alias="HARK_REAPER_INTERVAL_SECONDS")
+    """How often a worker looks for jobs past their deadline."""
 
     @field_validator("deployment")
     @classmethod
@@ -197,6 +243,11 @@ class Settings(BaseSettings):
                 f"letter or digit (got {value!r})"
             )
         return value
+
+    @field_validator("staged_audio_budget_bytes", mode="before")
+    @classmethod
+    def _parse_budget(cls, value: object) -> object:
+        return parse_size(value) if isinstance(value, str) else value
 
     @field_validator("redis_url")
     @classmethod
@@ -291,6 +342,38 @@ class Settings(BaseSettings):
         if self.visibility_timeout_seconds is not None:
             return self.visibility_timeout_seconds
         return int(self.job_timeout_seconds * 1.1) + 60
+
+    @property
+    def job_deadline(self) -> int:
+        """Seconds after acceptance past which an unfinished job is declared lost."""
+        if self.job_deadline_seconds is not None:
+            return self.job_deadline_seconds
+        return self.audio_ttl_seconds + self.broker_visibility_timeout + 60
+
+    @property
+    def api_on_loopback(self) -> bool:
+        """The API binds only a loopback address (``127.x``, ``::1``, ``localhost``)."""
+        return is_loopback_host(self.api_host)
+
+    @property
+    def auth_required(self) -> bool:
+        """Requests must carry a key: ``HARK_AUTH=on``, or ``auto`` with keys configured."""
+        return self.auth == "on" or (self.auth == "auto" and bool(self.api_key_list))
+
+    def check_api_auth(self) -> None:
+        """Refuse an API that would listen beyond loopback with no keys unless auth is off explicitly.
+
+        Raises:
+            ConfigError: Says which variables to set.
+        """
+        if self.auth == "off":
+            return
+        if not self.api_key_list and (self.auth == "on" or not self.api_on_loopback):
+            where = "HARK_AUTH=on" if self.auth == "on" else f"HARK_API_HOST={self.api_host} is not loopback"
+            raise ConfigError(
+                f"refusing to start the API without keys ({where}): set HARK_API_KEYS=key1,key2, bind "
+                "HARK_API_HOST=127.0.0.1, or switch authentication off explicitly with HARK_AUTH=off"
+            )
 
     def slots_per_checkpoint(self, checkpoint_count: int) -> int:
         """Admission slots each checkpoint gets when a worker serves `checkpoint_count`."""
