@@ -32,6 +32,9 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from checkpoints.errors import CheckpointError
+from checkpoints.last_use import LAST_USED_NAME as LAST_USED_NAME
+from checkpoints.last_use import last_used as last_used
+from checkpoints.last_use import touch_last_used as touch_last_used
 from checkpoints.leases import Lease as Lease
 from checkpoints.leases import hold as hold
 from checkpoints.manifest import MANIFEST_NAME, Manifest, load_manifest
@@ -39,7 +42,6 @@ from checkpoints.verify import verify_checkpoint
 
 logger = logging.getLogger(__name__)
 
-LAST_USED_NAME = ".hark-last-used"
 LOCKS_DIR = ".locks"
 SOURCES_DIR = ".sources"
 STAGING_DIR = ".staging"
@@ -55,22 +57,6 @@ def checkpoint_path(cache_dir: Path, name: str, version: str) -> Path:
 def key_digest(key: str) -> str:
     """A short, filesystem-safe hash of a source key (never store the URL itself in a file name)."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
-
-
-def touch_last_used(path: Path) -> None:
-    """Record that the checkpoint at ``path`` was just used (for least-recently-used eviction)."""
-    try:
-        (path / LAST_USED_NAME).write_text(datetime.now(UTC).isoformat() + "\n", encoding="utf-8")
-    except OSError as error:  # a read-only (baked) cache is fine
-        logger.debug("cannot record last use of %s: %s", path, error)
-
-
-def last_used(path: Path) -> datetime | None:
-    """When the checkpoint at ``path`` was last resolved, if ever recorded."""
-    try:
-        return datetime.fromtimestamp((path / LAST_USED_NAME).stat().st_mtime, UTC)
-    except OSError:
-        return None
 
 
 def is_inside(cache_dir: Path, path: Path) -> bool:

@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
+from checkpoints.last_use import touch_last_used
+
 logger = logging.getLogger(__name__)
 
 LEASES_DIR = ".leases"
@@ -115,8 +117,6 @@ class Lease:
         _renewer.discard(self)
         with contextlib.suppress(OSError):
             file.unlink()
-        from checkpoints.cache import touch_last_used
-
         touch_last_used(self.checkpoint)
 
     def __enter__(self) -> Lease:
