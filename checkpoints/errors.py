@@ -55,3 +55,12 @@ class StorageError(CheckpointError):
 
 class CorruptDownloadError(FetchError):
     """A downloaded archive cannot be read (damaged in transit or at the source); fetched again once."""
+
+
+class InsecureRedirectError(FetchError):
+    """An https download was redirected to plain http; never followed (not retried either)."""
+
+    def __init__(self, message: str, origin: str, target: str) -> None:
+        super().__init__(message)
+        self.origin = origin
+        self.target = target

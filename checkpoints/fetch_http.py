@@ -3,6 +3,7 @@
 The probe is a ``GET`` with ``Range: bytes=0-0`` rather than a ``HEAD``: presigned object-store URLs
 are signed for one method, and a ``206`` answer proves range support and gives the total size in
 ``Content-Range`` at once. A server that answers ``200`` is downloaded in one plain stream.
+Redirects are followed, except from https to http (see :mod:`checkpoints.redirects`).
 
 Nothing here ever puts a raw URL into a message: ``requests``/``urllib3`` exceptions can quote the
 full URL (credentials, signatures), so only their type is shown, next to the redacted URL.
@@ -24,6 +25,7 @@ import urllib3
 
 from checkpoints.errors import FetchError
 from checkpoints.options import FetchOptions
+from checkpoints.redirects import HOOKS
 from checkpoints.sources import FileJob, RangeSource, RemoteInfo, TransientError, with_retries
 from checkpoints.transfer import transfer
 from checkpoints.urls import redact_url
@@ -90,7 +92,7 @@ class HttpSource:
         """Size, range support and validator of the file."""
         try:
             response = requests.get(self.url, headers={**HEADERS, "Range": "bytes=0-0"}, stream=True,
-                                    timeout=self._timeout)  # fmt: skip
+                                    timeout=self._timeout, hooks=HOOKS)  # fmt: skip
         except requests.exceptions.RequestException as error:
             raise _network_error(self.shown, error) from None
         with response:
@@ -113,7 +115,7 @@ class HttpSource:
         if ranged:
             headers["Range"] = f"bytes={start}-{'' if end is None else end}"
         try:
-            response = requests.get(self.url, headers=headers, stream=True, timeout=self._timeout)
+            response = requests.get(self.url, headers=headers, stream=True, timeout=self._timeout, hooks=HOOKS)
         except requests.exceptions.RequestException as error:
             raise _network_error(self.shown, error) from None
         with response:

@@ -1,8 +1,10 @@
 """Real local servers for the storage tests (no mocks of our own code).
 
-- :class:`RangeServer`: an HTTP/1.1 server with byte ranges, ETags, a per-connection throttle (to
-  stand in for a remote object store), exact counts of body bytes served per path, and switchable
-  misbehaviour (no range support, 503s, stalls, corrupted bytes, auth, truncated bodies).
+- :class:`RangeServer`: an HTTP/1.1 server (or HTTPS, with a certificate from :func:`make_tls_cert`)
+  with byte ranges, ETags, a per-connection throttle (to stand in for a remote object store), exact
+  counts of body bytes served per path, and switchable misbehaviour (no range support, 503s, stalls,
+  corrupted bytes, auth, truncated bodies, redirects).
+- :func:`make_tls_cert`: a self-signed certificate for 127.0.0.1 (trust it with ``REQUESTS_CA_BUNDLE``).
 - :func:`fake_checkpoint`: a packed checkpoint with a few MB of random "weights".
 - :func:`run_hark`: start ``hark checkpoints ...`` as a real process with a clean environment.
 """
@@ -15,6 +17,7 @@ import hashlib
 import http.server
 import os
 import re
+import ssl
 import subprocess
 import sys
 import threading
@@ -50,6 +53,9 @@ class Behaviour:
     """Announce the full length, then close after a tenth of it (every time)."""
     status: int | None = None
     auth: tuple[str, str] | None = None
+    location: str | None = None
+    """Answer 302 with this ``Location`` (once ``redirect_after`` requests were served normally)."""
+    redirect_after: int = 0
 
     etag: str = ""
 
@@ -99,6 +105,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if behaviour.status is not None:
             stats.requests.append((path, header, behaviour.status))
             return self._reply(behaviour.status)
+        if behaviour.location is not None:
+            with stats.lock:
+                redirect = behaviour.redirect_after <= 0
+                behaviour.redirect_after -= 0 if redirect else 1
+            if redirect:
+                stats.requests.append((path, header, 302))
+                return self._reply(302, {"Location": behaviour.location})
         with stats.lock:
             failing = behaviour.fail_first > 0
             behaviour.fail_first -= 1 if failing else 0
@@ -184,8 +197,19 @@ class _Server(http.server.ThreadingHTTPServer):
 class RangeServer:
     """A local HTTP server for checkpoint files; use as a context manager."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
+        """Listen on a free port of 127.0.0.1 (serving starts on ``__enter__``).
+
+        Args:
+            tls: (certificate, key) files to serve HTTPS with (see :func:`make_tls_cert`); None: plain HTTP.
+        """
         self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self._scheme = "https"
         self._server.files = {}
         self._server.stats = Stats()
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -201,7 +225,7 @@ class RangeServer:
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{self._scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     @property
     def stats(self) -> Stats:
@@ -231,15 +255,51 @@ class RangeServer:
         return [r for r in self.stats.requests if r[0] == path]
 
 
+def make_tls_cert(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate (its own CA) for 127.0.0.1, valid for a day.
+
+    Returns:
+        (certificate PEM, private key PEM); the certificate doubles as the CA bundle to trust.
+    """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hark test server")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                       critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))  # fmt: skip
+    return cert_file, key_file
+
+
 ENGINE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 
 
 def fake_checkpoint(root: Path, name: str = "fake-en", version: str = "1.0.0", size: int = 4 * 1024 * 1024,
-                    output: str | None = None, seed: int | None = None) -> Path:  # fmt: skip
-    """A packed fake checkpoint with ``size`` bytes of random model.bin (archive by suffix of ``output``)."""
+                    output: str | None = None, seed: int | None = None, zeros: bool = False) -> Path:  # fmt: skip
+    """A packed fake checkpoint with ``size`` bytes of random model.bin (archive by suffix of ``output``);
+    ``zeros``: model.bin is all zeros instead (a .tar.gz of it is tiny but unpacks to ``size``)."""
     model = root / f"src-{name}-{version}-{output or 'dir'}"
     model.mkdir(parents=True)
     data = os.urandom(size) if seed is None else hashlib.shake_256(str(seed).encode()).digest(size)
+    data = bytes(size) if zeros else data
     (model / "model.bin").write_bytes(data)
     (model / "config.json").write_bytes(b'{"alignment_heads": [], "lang_ids": []}')
     (model / "tokenizer.json").write_bytes(b'{"model": {}}')
