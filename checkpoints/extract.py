@@ -3,8 +3,11 @@
 An archive may come from anywhere, so every member is checked before it is written: no absolute paths,
 no ``..`` components, no links leading outside the target, no device files or fifos, and limits on the
 total size and member count (tar bombs). ``tarfile``'s ``data`` filter runs on top of these checks. The
-archive is read in one pass (gzip is never decompressed twice), so partial output is left behind on
-error: extract into a temporary directory and delete it when this raises.
+archive is read in one pass, so partial output is left behind on error: extract into a temporary
+directory and delete it when this raises.
+
+:func:`index_archive` reads an archive without writing anything: its sha256 and the size it unpacks
+to, so the checksum and the free space can be checked before a single member is extracted.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
@@ -57,6 +61,85 @@ class _HashingFile(io.RawIOBase):
     def drain(self) -> None:
         while self.read(1024 * 1024):
             pass
+
+
+@dataclass(frozen=True)
+class ArchiveIndex:
+    """What an archive holds, read from its member headers."""
+
+    members: int
+    unpacked_bytes: int
+    """Sum of the member sizes: what extracting it writes."""
+
+
+def _limits(archive: Path, members: int, total: int, max_bytes: int, max_members: int) -> None:
+    if members > max_members:
+        raise UnsafeArchiveError(
+            f"archive {archive.name} has more than {max_members} members; a checkpoint has a handful of files, "
+            "refusing it"
+        )
+    if total > max_bytes:
+        raise UnsafeArchiveError(
+            f"archive {archive.name} expands to more than {max_bytes} bytes (the limit); refusing it"
+        )
+
+
+def index_archive(
+    archive: str | os.PathLike[str],
+    *,
+    digest: Any = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_members: int = DEFAULT_MAX_MEMBERS,
+    progress: bool | None = None,
+) -> ArchiveIndex:
+    """Read a tar archive (optionally gzip-compressed) to its end without extracting anything.
+
+    One pass feeds every byte of the file to ``digest`` and sums the member sizes, so the caller can
+    check the checksum and the room the archive needs before a byte of it is written. ``digest``
+    has seen the whole file even when this raises (a damaged archive can still be told apart from
+    one that does not match its checksum).
+
+    Args:
+        archive: The archive file.
+        digest: A ``hashlib`` object fed with every byte of the file.
+        max_bytes: Refuse archives whose members add up to more than this (default 64 GiB).
+        max_members: Refuse archives with more members than this (default 10,000).
+        progress: Progress display (see :func:`checkpoints.progress.byte_progress`).
+
+    Returns:
+        The member count and the unpacked size.
+
+    Raises:
+        UnsafeArchiveError: A limit is exceeded.
+        CheckpointError: The file is not a readable tar archive.
+    """
+    archive = Path(archive)
+    members = total = 0
+    try:
+        with archive.open("rb") as raw:
+            source = _HashingFile(raw, digest) if digest is not None else raw
+            try:
+                with (
+                    tarfile.open(fileobj=source, mode="r|*") as tar,
+                    byte_progress(f"checking {archive.name}", archive.stat().st_size, progress) as advance,
+                ):
+                    position = 0
+                    for member in tar:
+                        members += 1
+                        total += max(member.size, 0) if member.isreg() else 0
+                        _limits(archive, members, total, max_bytes, max_members)
+                        advance(raw.tell() - position)
+                        position = raw.tell()
+            finally:
+                if isinstance(source, _HashingFile):
+                    source.drain()  # the padding tarfile does not read, or the rest after an error
+    except (tarfile.TarError, EOFError, OSError) as error:
+        if isinstance(error, FileNotFoundError) and not archive.exists():
+            raise CheckpointError(f"archive {archive} does not exist") from None
+        raise CheckpointError(f"cannot read {archive.name}: {error} (is it a complete .tar or .tar.gz file?)") from None
+    if members == 0:
+        raise CheckpointError(f"archive {archive.name} is empty or not a tar archive")
+    return ArchiveIndex(members=members, unpacked_bytes=total)
 
 
 def check_member(member: tarfile.TarInfo, dest: Path) -> None:
@@ -126,17 +209,10 @@ def safe_extract(
             position = 0
             for member in tar:
                 members += 1
-                if members > max_members:
-                    raise UnsafeArchiveError(
-                        f"archive {archive.name} has more than {max_members} members; a checkpoint has a "
-                        "handful of files, refusing it"
-                    )
+                _limits(archive, members, total, max_bytes, max_members)
                 check_member(member, dest)
                 total += max(member.size, 0)
-                if total > max_bytes:
-                    raise UnsafeArchiveError(
-                        f"archive {archive.name} expands to more than {max_bytes} bytes (the limit); refusing it"
-                    )
+                _limits(archive, members, total, max_bytes, max_members)
                 tar.extract(member, dest, filter="data")
                 advance(raw.tell() - position)
                 position = raw.tell()

@@ -4,15 +4,18 @@ Every fetch runs under the source's cache lock (one process fetches, the others 
 
 1. **cache hit**: the source was fetched before (``.sources/``), its checkpoint directory exists,
    matches ``MODEL_VERSION`` / ``MODEL_CHECKSUM`` and passes verification -> leased and returned;
-2. **archive**: downloaded (resumable, parallel ranges) into ``.partial/<hash>/``, hashed while it
-   is unpacked into a staging directory, checked against ``MODEL_CHECKSUM`` and the manifest, then
-   renamed into ``<name>/<version>``;
+2. **archive**: downloaded (resumable, parallel ranges) into ``.partial/<hash>/``, then read once
+   without writing anything: hashed (checked against ``MODEL_CHECKSUM``, or recorded) and indexed
+   (the size it unpacks to, checked against the free space and ``MODEL_CACHE_MAX_SIZE``). Only then
+   is it unpacked into a staging directory, checked against its manifest and renamed into
+   ``<name>/<version>``;
 3. **unpacked directory** (a URL ending in ``/``): ``manifest.json`` first (checked against
    ``MODEL_CHECKSUM``), then every file it lists in parallel into ``.partial/<hash>/files/``,
    hashed against the manifest and renamed into place. No unpacking, so no second copy on disk.
 
 A checksum failure deletes the download and fetches once more; a second failure is final. Room is
-made (and the free space checked) before a byte is downloaded, see :mod:`checkpoints.space`.
+made (and the free space checked) before a byte is downloaded, and for an archive again before a
+byte is unpacked, with its real unpacked size; see :mod:`checkpoints.space`.
 """
 
 from __future__ import annotations
@@ -27,14 +30,15 @@ from pathlib import Path
 from checkpoints import cache, space, transfer
 from checkpoints.entries import Entry, LocalCheckpoint, check_checksum, check_version
 from checkpoints.errors import CheckpointError, ChecksumError, CorruptDownloadError, FetchError, UnsafeArchiveError
-from checkpoints.extract import safe_extract
+from checkpoints.extract import ArchiveIndex, index_archive, safe_extract
 from checkpoints.fetch_http import HttpSource, child_url, read_small
 from checkpoints.fetch_s3 import S3Source
 from checkpoints.leases import Lease, hold
 from checkpoints.manifest import MANIFEST_NAME, Manifest, load_manifest, parse_manifest
 from checkpoints.options import FetchOptions
+from checkpoints.progress import human_size
 from checkpoints.urls import file_name, scheme_of
-from checkpoints.verify import sha256_file, verify_checkpoint
+from checkpoints.verify import verify_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -192,9 +196,6 @@ def _fetch_archive(
     deadline = time.monotonic() + options.timeout
     if local_archive is not None:
         archive = local_archive
-        size = archive.stat().st_size
-        space.ensure_space(cache_dir, what=shown, final_size=size, download_bytes=0, unpack_bytes=size,
-                           options=options, key=key, own=None, protect=protect)  # fmt: skip
     else:
         source = remote_source(entry.url, options)
         info = transfer.with_retries(source.probe, shown, options, deadline)
@@ -202,32 +203,68 @@ def _fetch_archive(
         archive = partial / "download" / file_name(entry.url, "checkpoint.tar")
         size = info.size or 0
         missing = size - transfer.partial_bytes(archive) if options.resume else size
+        # what it unpacks to is unknown until it is here: assume its own size, checked exactly below
         space.ensure_space(cache_dir, what=shown, final_size=size, download_bytes=missing, unpack_bytes=size,
-                           options=options, key=key, own=partial, protect=protect)  # fmt: skip
+                           archive_bytes=size, estimated=True, options=options, key=key, own=partial,
+                           protect=protect)  # fmt: skip
         transfer.transfer([transfer.FileJob(source, archive)], options, label=f"downloading {archive.name}",
                           progress=progress, deadline=deadline, infos=[info])  # fmt: skip
+    sha, index = _check_archive(entry, shown, archive, progress, local=local_archive is not None)
+    space.ensure_space(cache_dir, what=shown, final_size=index.unpacked_bytes, download_bytes=0,
+                       unpack_bytes=index.unpacked_bytes, options=options, key=key,
+                       archive_bytes=0 if local_archive is not None else archive.stat().st_size,
+                       own=None if local_archive is not None else partial, protect=protect)  # fmt: skip
     staging = cache.new_staging_dir(cache_dir)
     try:
-        digest = hashlib.sha256()
         try:
-            root = safe_extract(archive, staging / "extracted", progress=progress, digest=digest)
+            root = safe_extract(archive, staging / "extracted", progress=progress)
         except UnsafeArchiveError:
             raise
         except CheckpointError as error:
-            if entry.checksum is not None:  # say "checksum mismatch" rather than "cannot extract" when it is one
-                check_checksum(shown, archive.name, sha256_file(archive), entry.checksum)
             if local_archive is not None:
                 raise
             raise CorruptDownloadError(f"{shown}: the downloaded archive is damaged: {error}") from None
-        check_checksum(shown, archive.name, digest.hexdigest(), entry.checksum)
         manifest = load_manifest(root)
         check_version(shown, manifest, entry.version)
         verify_checkpoint(root, manifest, full=True, progress=progress, hint=ARCHIVE_HINT)
-        result = _install(root, cache_dir, manifest, key, shown, digest.hexdigest())
+        result = _install(root, cache_dir, manifest, key, shown, sha)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(partial, ignore_errors=True)
     return result
+
+
+def _check_archive(entry: Entry, shown: str, archive: Path, progress: bool | None, *,
+                   local: bool) -> tuple[str, ArchiveIndex]:  # fmt: skip
+    """Hash and index ``archive`` without extracting it; check it against ``MODEL_CHECKSUM``.
+
+    Nothing of an archive is written before its checksum matches, and its unpacked size is known
+    before the free space is checked. Without ``MODEL_CHECKSUM`` the hash is still taken (recorded
+    for later starts, and logged so it can be pinned).
+
+    Returns:
+        The archive's sha256 (hex) and its index.
+
+    Raises:
+        ChecksumError: It does not match ``MODEL_CHECKSUM`` (the caller deletes a download).
+        UnsafeArchiveError: It exceeds the member or size limits.
+        CorruptDownloadError: A download that is not a readable archive (fetched again once).
+        CheckpointError: A local file that is not a readable archive.
+    """
+    digest = hashlib.sha256()
+    try:
+        index = index_archive(archive, digest=digest, progress=progress)
+    except CheckpointError as error:
+        check_checksum(shown, archive.name, digest.hexdigest(), entry.checksum)  # a mismatch says so first
+        if local or isinstance(error, UnsafeArchiveError):
+            raise
+        raise CorruptDownloadError(f"{shown}: the downloaded archive is damaged: {error}") from None
+    sha = digest.hexdigest()
+    check_checksum(shown, archive.name, sha, entry.checksum)
+    if entry.checksum is None:
+        logger.info("%s: the sha256 of %s is %s (set MODEL_CHECKSUM=sha256:%s to pin it); it unpacks to %s",
+                    shown, archive.name, sha, sha, human_size(index.unpacked_bytes))  # fmt: skip
+    return sha, index
 
 
 def _fetch_directory(

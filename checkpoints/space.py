@@ -3,7 +3,8 @@
 Before a checkpoint is downloaded or unpacked into the cache, :func:`ensure_space` (under the
 cache-wide ``cache:space`` lock, so two fetches do not both count the same free bytes):
 
-1. refuses a checkpoint larger than ``MODEL_CACHE_MAX_SIZE`` outright;
+1. refuses a checkpoint larger than ``MODEL_CACHE_MAX_SIZE`` outright (an archive counts with its
+   unpacked size plus itself, as both are in the cache while it unpacks);
 2. with ``MODEL_CACHE_EVICTION=lru``, evicts the least-recently-used checkpoints until the cache
    (checkpoints + other downloads' reservations) plus the new one fits the limit, and until the
    volume has the free space the download (and, for an archive, its unpacking) needs. Checkpoints
@@ -188,13 +189,15 @@ def ensure_space(
     key: str,
     own: Path | None,
     protect: set[str] | frozenset[str] = frozenset(),
+    archive_bytes: int = 0,
+    estimated: bool = False,
 ) -> list[str]:
     """Make room for a checkpoint of ``final_size`` bytes and reserve it; evict if allowed.
 
     Args:
         cache_dir: The cache.
         what: How to name the checkpoint in messages (label or redacted URL).
-        final_size: Bytes it occupies once installed (counted against ``MODEL_CACHE_MAX_SIZE``).
+        final_size: Bytes it occupies once installed: for an archive, its unpacked size.
         download_bytes: Bytes still to download (needed free now).
         unpack_bytes: Bytes an archive expands to (needed free too, while both exist).
         options: ``max_cache_bytes`` and ``eviction``.
@@ -202,6 +205,10 @@ def ensure_space(
         own: This download's partial directory (not counted, never evicted); None when unpacking a
             local archive.
         protect: Labels that must not be evicted (the checkpoint itself, its siblings in MODEL_URL).
+        archive_bytes: A downloaded archive kept in the cache while it unpacks: counted with
+            ``final_size`` against ``MODEL_CACHE_MAX_SIZE``, since both are there at once.
+        estimated: ``final_size`` / ``unpack_bytes`` are a guess (an archive not downloaded yet is
+            assumed to unpack to its own size); messages say "at least".
 
     Returns:
         Labels of what was evicted.
@@ -210,10 +217,17 @@ def ensure_space(
         StorageError: Larger than the limit, or not enough room even after eviction.
     """
     limit = options.max_cache_bytes
-    if limit is not None and final_size > limit:
+    need = final_size + archive_bytes  # the peak: the archive is still there while it unpacks
+    at_least = "at least " if estimated else ""
+    needs = f"needs {at_least}{human_size(need)}"
+    if archive_bytes:
+        needs += (f" while unpacking (unpacked {at_least}{human_size(final_size)} + archive "
+                  f"{human_size(archive_bytes)})")  # fmt: skip
+    if limit is not None and need > limit:
+        instead = ", or publish the checkpoint as an unpacked directory (no archive copy)" if archive_bytes else ""
         raise StorageError(
-            f"{what} needs {human_size(final_size)} but MODEL_CACHE_MAX_SIZE is {human_size(limit)}; raise "
-            f"MODEL_CACHE_MAX_SIZE to at least {human_size(final_size)}"
+            f"{what} {needs} but MODEL_CACHE_MAX_SIZE is {human_size(limit)}; raise MODEL_CACHE_MAX_SIZE to at "
+            f"least {human_size(need)}{instead}"
         )
     free_needed = download_bytes + unpack_bytes + FREE_MARGIN
     evicted: list[str] = []
@@ -222,7 +236,7 @@ def ensure_space(
         clean_stale_staging(cache_dir)
         used = cache_usage(cache_dir, exclude=own)
         free = free_bytes(cache_dir)
-        over = limit is not None and used + final_size > limit
+        over = limit is not None and used + need > limit
         if (over or free < free_needed) and options.eviction == "lru":
             for _, candidate in _candidates(cache_dir, set(protect), own):
                 if not (over or free < free_needed):
@@ -236,25 +250,27 @@ def ensure_space(
                     evicted.append(candidate.label)
                 used = cache_usage(cache_dir, exclude=own)
                 free = free_bytes(cache_dir)
-                over = limit is not None and used + final_size > limit
+                over = limit is not None and used + need > limit
         if over:
             assert limit is not None
             raise StorageError(
-                f"{what} needs {human_size(final_size)} but the cache {cache_dir} already holds "
+                f"{what} {needs} but the cache {cache_dir} already holds "
                 f"{human_size(used)} of MODEL_CACHE_MAX_SIZE={human_size(limit)}, and "
                 + _why_not_evicted(cache_dir, options)
             )
         if free < free_needed:
-            detail = f"download {human_size(download_bytes)}" + (
-                f" + unpacking {human_size(unpack_bytes)}" if unpack_bytes else "") + " + margin"  # fmt: skip
+            parts = [f"download {human_size(download_bytes)}"] if download_bytes or not unpack_bytes else []
+            parts += [f"unpacking {at_least}{human_size(unpack_bytes)}"] if unpack_bytes else []
+            detail = " + ".join([*parts, "margin"])
             raise StorageError(
-                f"not enough free space on the cache volume {cache_dir} for {what}: needs {human_size(free_needed)} "
+                f"not enough free space on the cache volume {cache_dir} for {what}: needs {at_least}"
+                f"{human_size(free_needed)} "
                 f"({detail}), only {human_size(free)} free; free some space, grow the volume, or evict checkpoints "
                 "(`hark checkpoints ls` / `hark checkpoints evict NAME@VERSION`), "
                 + _why_not_evicted(cache_dir, options)
             )
         if own is not None:
-            reserve(own, key, what, final_size)
+            reserve(own, key, what, need)
     if evicted:
         logger.info("made room for %s by evicting %s", what, ", ".join(evicted))
     return evicted

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import tarfile
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import pytest
 from test_checkpoints_support import make_checkpoint, member, tar_with
 
 from checkpoints.errors import CheckpointError, UnsafeArchiveError
-from checkpoints.extract import archive_kind, safe_extract
+from checkpoints.extract import archive_kind, index_archive, safe_extract
 
 MANIFEST = (member("manifest.json"), b"{}")
 
@@ -97,3 +99,35 @@ def test_unusable_archives(tmp_path: Path) -> None:
 def test_archive_kind() -> None:
     assert archive_kind("a.tar") == "" and archive_kind("a.TAR.GZ") == "gz" and archive_kind("a.tgz") == "gz"
     assert archive_kind("a.zip") is None and archive_kind("dir") is None
+
+
+# --- index_archive: read, hash and measure without writing ----------------------------------------
+
+
+def test_index_gives_the_unpacked_size_and_the_whole_files_hash(tmp_path: Path) -> None:
+    archive = tar_with([MANIFEST, (member("model.bin"), b"w" * 5000), (member("d", tarfile.DIRTYPE), None),
+                        (member("link", tarfile.SYMTYPE, "model.bin"), None)], tmp_path / "ok.tar")  # fmt: skip
+    with gzip.open(tmp_path / "ok.tar.gz", "wb") as packed:
+        packed.write(archive.read_bytes())
+    for path in (archive, tmp_path / "ok.tar.gz"):
+        digest = hashlib.sha256()
+        index = index_archive(path, digest=digest)
+        assert (index.members, index.unpacked_bytes) == (4, 5002)  # the two regular files
+        assert digest.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert sorted(tmp_path.iterdir()) == [archive, tmp_path / "ok.tar.gz"]  # nothing written
+
+
+def test_index_limits_and_damaged_archives(tmp_path: Path) -> None:
+    big = tar_with([MANIFEST, (member("model.bin"), b"x" * 5000)], tmp_path / "big.tar")
+    with pytest.raises(UnsafeArchiveError, match=r"expands to more than 4096 bytes"):
+        index_archive(big, max_bytes=4096)
+    many = tar_with([MANIFEST, *[(member(f"f{i}"), b"x") for i in range(20)]], tmp_path / "many.tar")
+    with pytest.raises(UnsafeArchiveError, match=r"more than 10 members"):
+        index_archive(many, max_members=10)
+    archive = make_checkpoint(tmp_path, output="c.tar.gz")
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    digest = hashlib.sha256()
+    with pytest.raises(CheckpointError, match=r"cannot read cut.tar.gz"):
+        index_archive(cut, digest=digest)
+    assert digest.hexdigest() == hashlib.sha256(cut.read_bytes()).hexdigest()  # hashed to the end anyway
