@@ -118,6 +118,7 @@ def test_webhook_receives_the_full_result(shared_deployment: Deployment, audio: 
     headers = {key.lower(): value for key, value in call["headers"].items()}
     assert headers["idempotency-key"] == request_id and headers["x-request-id"] == request_id
     assert "x-hark-signature" not in headers, "the shared deployment has no HARK_WEBHOOK_SECRET"
+    assert shared_deployment.worker.log_text(limit=None).count("HARK_WEBHOOK_SECRET is empty") == 1
 
     # The same result stays available to clients that cannot receive webhooks.
     body, _ = poll_job(shared_deployment.url, request_id, timeout=30)
