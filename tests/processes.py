@@ -260,10 +260,11 @@ class Launcher:
     def env_for(self, deployment: str, **env: object) -> dict[str, str]:
         return _clean_env({"REDIS_URL": self.redis_url, "HARK_DEPLOYMENT": deployment, **env})
 
-    def spawn(self, name: str, args: list[str], env: dict[str, str], deployment: str | None = None) -> HarkProcess:
-        """Start ``python -m hark.cli <args>`` in a new session, output to a log file."""
+    def spawn(self, name: str, args: list[str], env: dict[str, str], deployment: str | None = None,
+              module: str = "hark.cli") -> HarkProcess:  # fmt: skip
+        """Start ``python -m <module> <args>`` (default: the `hark` CLI) in a new session, output to a log file."""
         log_path = self.log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
-        command = [sys.executable, "-m", "hark.cli", *args]
+        command = [sys.executable, "-m", module, *args]
         with log_path.open("wb") as log:
             popen = subprocess.Popen(
                 command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -316,6 +317,16 @@ class Launcher:
             f"{process.name} did not announce {sorted(wanted - seen)} within {timeout:.0f} s; log:\n"
             + process.log_text()
         )
+
+    def start_webhook_child(self, deployment: str, concurrency: int = 1, **env: object) -> HarkProcess:
+        """A worker's webhook child alone (no model, no supervisor): consumes ``hark.<deployment>.webhooks``.
+
+        Tests send it ``hark.deliver_webhook`` messages directly; it needs no readiness wait (messages
+        wait in the queue until it consumes).
+        """
+        child_env = self.env_for(deployment, **env)
+        args = ["webhooks", "--worker-id", f"test-{uuid.uuid4().hex[:6]}", "--concurrency", str(concurrency)]
+        return self.spawn(f"webhooks-{deployment}", args, child_env, deployment, module="workers.child")
 
     def start_api(self, deployment: str, *, timeout: float = API_START_TIMEOUT, **env: object) -> HarkProcess:
         """`hark api --port N` on a free port; waits for ``GET /health`` and returns the process."""

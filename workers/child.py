@@ -185,6 +185,9 @@ def run_webhook_child(args: argparse.Namespace, settings: Settings) -> int:
     queue = webhook_queue(settings.deployment)
     _watch_parent(os.getppid(), settings.heartbeat_seconds)
     logger.info("delivering webhooks from queue %s", queue, extra={"queue": queue, "worker_id": args.worker_id})
+    if not settings.webhook_secret:
+        logger.warning("HARK_WEBHOOK_SECRET is empty: webhook calls are not signed (no X-Hark-Signature), so "
+                       "receivers cannot tell them from forged ones", extra={"worker_id": args.worker_id})  # fmt: skip
     try:
         code = app.start(argv=_celery_argv(settings, queue, args.concurrency, f"webhooks@{args.worker_id}"))
     finally:

@@ -115,6 +115,10 @@ def test_webhook_receives_the_full_result(shared_deployment: Deployment, audio: 
     assert payload["words"], payload
     assert wer(ENGLISH_SENTENCES[1], payload["transcription"]) <= 0.5, payload["transcription"]
     assert payload.get("webhook_extra") == "order-42", f"webhook_extra missing from {sorted(payload)}"
+    headers = {key.lower(): value for key, value in call["headers"].items()}
+    assert headers["idempotency-key"] == request_id and headers["x-request-id"] == request_id
+    assert "x-hark-signature" not in headers, "the shared deployment has no HARK_WEBHOOK_SECRET"
+    assert shared_deployment.worker.log_text(limit=None).count("HARK_WEBHOOK_SECRET is empty") == 1
 
     # The same result stays available to clients that cannot receive webhooks.
     body, _ = poll_job(shared_deployment.url, request_id, timeout=30)
@@ -151,7 +155,10 @@ def test_webhook_with_get(shared_deployment: Deployment, audio: AudioFactory, we
 @pytest.mark.parametrize(
     "target",
     ["http://10.1.2.3/hook", "http://example.com/hook", "http://169.254.169.254/latest/meta-data",
-     "ftp://127.0.0.1/hook", "not a url"],
+     "ftp://127.0.0.1/hook", "not a url", "http://100.64.1.1/hook",
+     # 127.0.0.1 is allowed on the shared deployment, but not smuggled past the parser:
+     "http://user:pw@127.0.0.1:9/hook", "http://127.0.0.1:9\\@localhost/hook", "http://127.0.0.1:9/hook#x",
+     "http://2130706433:9/hook"],
 )  # fmt: skip
 def test_webhook_to_a_host_not_allowed_is_refused(shared_deployment: Deployment, audio: AudioFactory,
                                                   target: str) -> None:  # fmt: skip
