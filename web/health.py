@@ -1,6 +1,6 @@
 """``GET /health`` (the process is alive) and ``GET /ready`` (this deployment can transcribe now).
 
-Neither needs an API key. ``/health`` touches nothing outside the process. ``/ready`` answers 200
+Neither needs an API key (see web.auth.PUBLIC_ENDPOINTS). ``/health`` touches nothing outside the process. ``/ready`` answers 200
 only when Redis answers and at least one worker of the deployment has a current heartbeat, and
 lists what the live workers serve; otherwise 503 with the reason and ``Retry-After``.
 """
@@ -15,8 +15,8 @@ from flask import Blueprint, Response, jsonify
 from hark import registry
 from hark.routing import served_languages
 from hark.schemas import InstanceRecord
-from web.app import services
 from web.errors import error_response
+from web.services import services
 
 bp = Blueprint("health", __name__)
 

@@ -22,16 +22,14 @@ from hark import registry, routing
 from hark.queues import TASK_TRANSCRIBE, transcribe_queue
 from hark.schemas import JobFailure, TranscribeTask, TranscriptionOptions
 from hark.webhook_policy import check_webhook_url
-from web.app import Services, services
 from web.audio_probe import AudioRejected, probe_audio
-from web.auth import require_api_key
 from web.errors import ApiError, current_request_id, error_response
 from web.params import ParamError, SttParams, parse_stt_params
+from web.services import Services, services
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("stt", __name__)
-bp.before_request(require_api_key)
 
 STT_PATH = "/waves/v1/stt/"
 LEGACY_PATH = "/waves/v1/pulse/get_text"
