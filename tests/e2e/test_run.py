@@ -79,3 +79,27 @@ def test_sigkilled_run_takes_its_children_down_and_prints_no_key(hark: Launcher,
     survivors = {pid: _cmdline(pid) for pid in tree if pid_alive(pid)}
     assert not survivors, f"still running {GONE_WITHIN_SECONDS:.0f} s after `hark run` was SIGKILLed: {survivors}"
     assert _port_free(port), f"port {port} is still held"
+
+
+@pytest.mark.timeout(300)
+def test_sigkilled_supervisor_takes_its_children_down_during_start_up(hark: Launcher,
+                                                                       bundled_checkpoints: Checkpoints,
+                                                                       ) -> None:  # fmt: skip
+    """The children's own parent watch starts only after the model is loaded; before that, only the
+    parent-death signal stops them."""
+    name = hark.new_deployment("sup")
+    worker = hark.start_worker(name, [bundled_checkpoints.tiny_en], wait=False)
+    deadline = time.monotonic() + 60
+    children: list[int] = []
+    while time.monotonic() < deadline and not any("workers.child model" in _cmdline(p) for p in children):
+        children = descendants(worker.pid)
+        time.sleep(0.05)
+    assert children, f"the supervisor started no child:\n{worker.log_text()}"
+    worker.known_pids.update(children)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.popen.wait(timeout=10)
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline and any(pid_alive(p) for p in children):
+        time.sleep(0.1)
+    survivors = {pid: _cmdline(pid) for pid in children if pid_alive(pid)}
+    assert not survivors, f"children outlived their SIGKILLed supervisor: {survivors}"
