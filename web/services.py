@@ -78,6 +78,7 @@ def make_services(settings: Settings) -> Services:
     return Services(
         settings=settings,
         redis=client,
-        jobs=JobStore(client, settings.deployment, settings.result_ttl_seconds, settings.audio_ttl_seconds),
+        jobs=JobStore(client, settings.deployment, settings.result_ttl_seconds, settings.audio_ttl_seconds,
+                      audio_budget=settings.staged_audio_budget_bytes),
         celery=make_celery(settings),
     )

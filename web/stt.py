@@ -21,6 +21,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from hark import registry, routing
 from hark.queues import TASK_TRANSCRIBE, transcribe_queue
 from hark.schemas import JobFailure, TranscribeTask, TranscriptionOptions
+from hark.staging import StagingFull
 from hark.webhook_policy import check_webhook_url
 from web.audio_probe import AudioRejected, probe_audio
 from web.errors import ApiError, current_request_id, error_response
@@ -34,6 +35,8 @@ bp = Blueprint("stt", __name__)
 STT_PATH = "/waves/v1/stt/"
 LEGACY_PATH = "/waves/v1/pulse/get_text"
 
+#: Seconds a client refused for a full staging budget should wait (workers drain it meanwhile).
+STAGING_RETRY_AFTER_SECONDS = 10
 #: Bytes read from the request stream at a time.
 READ_CHUNK = 256 * 1024
 
@@ -106,7 +109,13 @@ def _enqueue(rid: str, params: SttParams, route: routing.Route, body: bytes, svc
     settings = svc.settings
     checkpoint = route.checkpoint
     queue = transcribe_queue(settings.deployment, checkpoint.name)
-    audio_key = svc.jobs.stage_audio(rid, body)
+    try:
+        audio_key = svc.jobs.stage_audio(rid, body)
+    except StagingFull as full:
+        log.warning("staged-audio budget reached (%d of %d bytes in use); refusing %d bytes", full.staged,
+                    full.budget, full.size, extra={"request_id": rid})  # fmt: skip
+        raise ApiError(503, "too much audio is waiting for workers in this deployment; retry shortly",
+                       [{"code": "staging_full"}], {"Retry-After": str(STAGING_RETRY_AFTER_SECONDS)}) from None
     task = TranscribeTask(
         request_id=rid,
         deployment=settings.deployment,
