@@ -18,21 +18,22 @@ from typing import Any
 
 import redis
 
+from hark import staging
 from hark.queues import redis_key
 from hark.schemas import JobFailure, JobStatus
-from hark.staging import StagingBudget
 
 
 class JobStore:
     """Reads and writes the Redis state of one deployment's jobs."""
 
     def __init__(self, client: redis.Redis, deployment: str, result_ttl: int, audio_ttl: int,
-                 audio_budget: int = 0) -> None:  # fmt: skip
+                 audio_budget: int | None = None) -> None:  # fmt: skip
         self.redis = client
         self.deployment = deployment
         self.result_ttl = result_ttl
         self.audio_ttl = audio_ttl
-        self.staging = StagingBudget(client, deployment, audio_budget)
+        # Only the API stages audio, with HARK_STAGED_AUDIO_BUDGET_BYTES; workers just release it.
+        self.staging = staging.StagingBudget(client, deployment, audio_budget) if audio_budget else None
 
     # --- keys ---------------------------------------------------------------------------
     def audio_key(self, request_id: str) -> str:
@@ -48,6 +49,9 @@ class JobStore:
     def stage_audio(self, request_id: str, audio: bytes) -> str:
         """Store the upload once; raises :class:`hark.staging.StagingFull` past the budget."""
         key = self.audio_key(request_id)
+        if self.staging is None:
+            self.redis.set(key, audio, ex=self.audio_ttl)
+            return key
         self.staging.reserve(key, len(audio), self.audio_ttl)
         try:
             self.redis.set(key, audio, ex=self.audio_ttl)
@@ -62,7 +66,7 @@ class JobStore:
 
     def drop_audio(self, audio_key: str) -> None:
         self.redis.delete(audio_key)
-        self.staging.release(audio_key)
+        staging.release(self.redis, self.deployment, audio_key)
 
     # --- job state ----------------------------------------------------------------------
     def create(self, request_id: str, **fields: Any) -> None:

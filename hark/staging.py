@@ -12,9 +12,12 @@ Keys (per deployment):
 - ``hark:<dep>:staged:expires`` zset  audio key -> when its audio expires (Redis server time)
 - ``hark:<dep>:staged:total``   int   sum of the hash
 
-Every change runs as one Lua script, so concurrent API processes and workers never over-commit or
-double-release. Entries whose audio expired without being dropped (worker never came) are purged
-by the next reservation, so their bytes come back on their own.
+A reservation runs as one Lua script (purge what expired, check, account), so concurrent API
+processes never over-commit. A release is a MULTI/EXEC that removes the entry and gives its bytes
+back only if it was the one to remove it (HDEL answered 1), so a release racing another release or
+a purge never gives bytes back twice; it needs no Lua, so workers and their fakeredis tests can
+drop audio without scripting. Entries whose audio expired without being dropped (no worker came)
+are purged by the next reservation, so their bytes come back on their own.
 """
 
 from __future__ import annotations
@@ -60,20 +63,6 @@ end
 return {1, total}
 """
 
-#: KEYS: size hash, expiry zset, total. ARGV: purge batch, member. Returns the total after.
-_RELEASE = _PURGE + """
-local size = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
-if size > 0 then
-  total = total - size
-  if total < 0 then total = 0 end
-end
-redis.call('HDEL', KEYS[1], ARGV[2])
-redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('SET', KEYS[3], total)
-return total
-"""
-
-
 class StagingFull(Exception):
     """Staging this body would pass the deployment's budget; retry when workers caught up."""
 
@@ -85,9 +74,9 @@ class StagingFull(Exception):
 
 
 class StagingBudget:
-    """Accounts the staged audio bytes of one deployment against `budget` (0 = account, never refuse)."""
+    """Accounts the staged audio bytes of one deployment against `budget`."""
 
-    def __init__(self, client: redis.Redis, deployment: str, budget: int = 0) -> None:
+    def __init__(self, client: redis.Redis, deployment: str, budget: int) -> None:
         self.client = client
         self.deployment = deployment
         self.budget = budget
@@ -95,7 +84,6 @@ class StagingBudget:
                      redis_key(deployment, "staged", "total")]  # fmt: skip
         # EVALSHA with a transparent reload when Redis restarted and forgot the script.
         self._reserve = client.register_script(_RESERVE)
-        self._release = client.register_script(_RELEASE)
 
     def reserve(self, audio_key: str, size: int, ttl: int) -> int:
         """Account `size` bytes for `audio_key` until it is released or `ttl` seconds pass.
@@ -111,10 +99,28 @@ class StagingBudget:
             raise StagingFull(size, int(total), self.budget)
         return int(total)
 
-    def release(self, audio_key: str) -> int:
-        """Give back the bytes of `audio_key` (nothing if it was never accounted); returns the total after."""
-        return int(self._release(keys=self.keys, args=[PURGE_BATCH, audio_key]))
+    def release(self, audio_key: str) -> None:
+        """Give back the bytes of `audio_key`; nothing if it was never accounted or already released."""
+        release(self.client, self.deployment, audio_key)
 
     def staged_bytes(self) -> int:
-        """Bytes accounted right now (expired entries included until the next reserve or release)."""
+        """Bytes accounted right now (expired entries included until the next reservation purges them)."""
         return int(self.client.get(self.keys[2]) or 0)
+
+
+def release(client: redis.Redis, deployment: str, audio_key: str) -> None:
+    """Give back the staged bytes of `audio_key` in `deployment` (see the module docstring).
+
+    Args:
+        client: the deployment's Redis.
+        deployment: HARK_DEPLOYMENT.
+        audio_key: the key the audio was staged under.
+    """
+    sizes, expires, total = (redis_key(deployment, "staged", kind) for kind in ("size", "expires", "total"))
+    pipe = client.pipeline(transaction=True)
+    pipe.hget(sizes, audio_key)
+    pipe.hdel(sizes, audio_key)
+    pipe.zrem(expires, audio_key)
+    size, removed, _ = pipe.execute()
+    if removed and size and int(size) > 0:
+        client.decrby(total, int(size))

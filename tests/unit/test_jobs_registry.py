@@ -1,8 +1,4 @@
-"""hark.jobs.JobStore and hark.registry on fakeredis (pure key logic; the e2e tests use a real Redis).
-
-Staging audio runs a Lua script (the staged-audio budget, hark.staging), which fakeredis cannot run
-without `lupa`: those tests use the session's real Redis (`real_store`).
-"""
+"""hark.jobs.JobStore and hark.registry on fakeredis (pure key logic; the e2e tests use a real Redis)."""
 
 from __future__ import annotations
 
@@ -12,7 +8,6 @@ import time
 
 import fakeredis
 import pytest
-import redis
 
 from hark import registry
 from hark.jobs import JobStore
@@ -32,11 +27,6 @@ def store(client: fakeredis.FakeRedis) -> JobStore:
     return JobStore(client, "dep", result_ttl=600, audio_ttl=120)
 
 
-@pytest.fixture
-def real_store(redis_client: redis.Redis, deployment: str) -> JobStore:
-    return JobStore(redis_client, deployment, result_ttl=600, audio_ttl=120)
-
-
 def record(
     checkpoint: CheckpointInfo, worker: str = "w1", deployment: str = "dep", in_flight: int = 0
 ) -> InstanceRecord:
@@ -49,14 +39,13 @@ def record(
 # --- JobStore ------------------------------------------------------------------------------------
 
 
-def test_audio_is_staged_once_with_a_ttl_and_dropped(real_store: JobStore, redis_client: redis.Redis,
-                                                     deployment: str) -> None:  # fmt: skip
-    key = real_store.stage_audio("r1", b"RIFF....")
-    assert key == f"hark:{deployment}:audio:r1"
-    assert real_store.fetch_audio(key) == b"RIFF...."
-    assert 0 < redis_client.ttl(key) <= 120
-    real_store.drop_audio(key)
-    assert real_store.fetch_audio(key) is None
+def test_audio_is_staged_once_with_a_ttl_and_dropped(store: JobStore, client: fakeredis.FakeRedis) -> None:
+    key = store.stage_audio("r1", b"RIFF....")
+    assert key == "hark:dep:audio:r1"
+    assert store.fetch_audio(key) == b"RIFF...."
+    assert 0 < client.ttl(key) <= 120
+    store.drop_audio(key)
+    assert store.fetch_audio(key) is None
 
 
 def test_job_lifecycle(store: JobStore, client: fakeredis.FakeRedis) -> None:
@@ -138,8 +127,8 @@ def test_two_waiters_both_wake(store: JobStore) -> None:
     assert len(results) == 2 and all(r is not None and r["status"] == "failed" for r in results)
 
 
-def test_results_expire(redis_client: redis.Redis, deployment: str) -> None:
-    store = JobStore(redis_client, deployment, result_ttl=1, audio_ttl=1)
+def test_results_expire(client: fakeredis.FakeRedis) -> None:
+    store = JobStore(client, "dep", result_ttl=1, audio_ttl=1)
     store.create("r7")
     key = store.stage_audio("r7", b"x")
     time.sleep(1.2)
