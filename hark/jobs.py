@@ -7,6 +7,7 @@ Keys (all per deployment, all with a TTL):
 - ``hark:<dep>:reply:<rid>``  a list the worker pushes to when the job ends; the API BLPOPs it
 
 A list rather than pub/sub: a reply pushed before the API starts waiting is not lost.
+Staged audio is accounted against the deployment's byte budget (:mod:`hark.staging`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import redis
 
+from hark import staging
 from hark.queues import redis_key
 from hark.schemas import JobFailure, JobStatus
 
@@ -24,11 +26,14 @@ from hark.schemas import JobFailure, JobStatus
 class JobStore:
     """Reads and writes the Redis state of one deployment's jobs."""
 
-    def __init__(self, client: redis.Redis, deployment: str, result_ttl: int, audio_ttl: int) -> None:
+    def __init__(self, client: redis.Redis, deployment: str, result_ttl: int, audio_ttl: int,
+                 audio_budget: int | None = None) -> None:  # fmt: skip
         self.redis = client
         self.deployment = deployment
         self.result_ttl = result_ttl
         self.audio_ttl = audio_ttl
+        # Only the API stages audio, with HARK_STAGED_AUDIO_BUDGET_BYTES; workers just release it.
+        self.staging = staging.StagingBudget(client, deployment, audio_budget) if audio_budget else None
 
     # --- keys ---------------------------------------------------------------------------
     def audio_key(self, request_id: str) -> str:
@@ -42,8 +47,17 @@ class JobStore:
 
     # --- audio --------------------------------------------------------------------------
     def stage_audio(self, request_id: str, audio: bytes) -> str:
+        """Store the upload once; raises :class:`hark.staging.StagingFull` past the budget."""
         key = self.audio_key(request_id)
-        self.redis.set(key, audio, ex=self.audio_ttl)
+        if self.staging is None:
+            self.redis.set(key, audio, ex=self.audio_ttl)
+            return key
+        self.staging.reserve(key, len(audio), self.audio_ttl)
+        try:
+            self.redis.set(key, audio, ex=self.audio_ttl)
+        except BaseException:
+            self.staging.release(key)
+            raise
         return key
 
     def fetch_audio(self, audio_key: str) -> bytes | None:
@@ -52,6 +66,7 @@ class JobStore:
 
     def drop_audio(self, audio_key: str) -> None:
         self.redis.delete(audio_key)
+        staging.release(self.redis, self.deployment, audio_key)
 
     # --- job state ----------------------------------------------------------------------
     def create(self, request_id: str, **fields: Any) -> None:

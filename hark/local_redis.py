@@ -1,4 +1,9 @@
-"""Make sure a Redis is reachable for local runs: use the configured one, or start a private one."""
+"""Make sure a Redis is reachable for local runs: use the configured one, or start a private one.
+
+The private one lives in a fresh temporary directory for one `hark run` and dies with it, so it
+keeps nothing on disk (no RDB, no AOF): jobs of a previous run are gone by design. Deployments use
+the persistent Redis of ``deploy/`` instead (AOF, maxmemory, noeviction; see the README).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import redis
+
+from hark.proc import die_with_parent
 
 
 class RedisUnavailable(RuntimeError):
@@ -60,8 +67,9 @@ def ensure_redis(url: str, *, may_start: bool) -> LocalRedis:
     workdir = tempfile.mkdtemp(prefix="hark-redis-")
     process = subprocess.Popen(
         [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", workdir, "--loglevel", "warning"],
+         "--dir", workdir, "--loglevel", "warning", "--maxmemory-policy", "noeviction"],
         stdout=subprocess.DEVNULL,
+        preexec_fn=die_with_parent(),  # a SIGKILLed `hark run` must not leave it holding the port
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

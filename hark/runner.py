@@ -3,6 +3,11 @@
 Used by `make run`. Without MODEL_URL it serves the bundled defaults: `whisper-tiny-en`
 (dedicated English) and `whisper-base` (multilingual fallback), so routing is visible
 from the first request. Ctrl-C stops everything cleanly.
+
+The API binds 127.0.0.1 unless HARK_API_HOST is set, so the no-key convenience stays on this
+machine; a non-loopback HARK_API_HOST without HARK_API_KEYS is refused (exit 2) unless HARK_AUTH=off.
+The children (API, worker, private redis-server) get a parent-death signal: if `hark run` itself is
+SIGKILLed they stop within seconds instead of holding port 7100 for the next `make run`.
 """
 
 from __future__ import annotations
@@ -20,13 +25,16 @@ import requests
 
 from hark.local_redis import RedisUnavailable, ensure_redis
 from hark.logs import start_component
+from hark.proc import die_with_parent
 from hark.registry import live_instances
 from hark.schemas import CheckpointInfo
-from hark.settings import Settings
+from hark.settings import ConfigError, Settings
 
 log = logging.getLogger("hark.run")
 
 READY_TIMEOUT_SECONDS = 300
+#: Where `hark run` binds the API when HARK_API_HOST is not set.
+DEFAULT_RUN_HOST = "127.0.0.1"
 
 
 def _default_model_url(settings: Settings) -> str:
@@ -37,8 +45,20 @@ def _default_model_url(settings: Settings) -> str:
 
 
 def _spawn(command: str, env: dict[str, str]) -> subprocess.Popen:
-    # New process group: Ctrl-C reaches us once, and we stop children in order.
-    return subprocess.Popen([sys.executable, "-m", "hark.cli", command], env=env, start_new_session=True)
+    # New process group: Ctrl-C reaches us once, and we stop children in order. The parent-death
+    # signal (SIGTERM: a graceful stop) covers the case where we are killed without running `_stop`.
+    return subprocess.Popen([sys.executable, "-m", "hark.cli", command], env=env, start_new_session=True,
+                            preexec_fn=die_with_parent())  # fmt: skip
+
+
+def _local_url(settings: Settings) -> str:
+    """The URL this machine reaches the API at (the bind address unless it is a wildcard)."""
+    host = settings.api_host
+    if host in ("0.0.0.0", "::", "[::]", ""):
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{settings.api_port}"
 
 
 def _stop(processes: list[subprocess.Popen], grace: float = 30.0) -> None:
@@ -78,28 +98,56 @@ def _coverage(checkpoint: CheckpointInfo) -> str:
     return "multilingual" if checkpoint.multilingual else "/".join(checkpoint.languages)
 
 
+def banner(settings: Settings, base_url: str, served: str) -> str:
+    """The text printed when the platform is ready. Never contains a key: it shows where to put one."""
+    auth = ' -H "Authorization: Bearer $HARK_API_KEY"' if settings.auth_required else ""
+    key_hint = ("  (export HARK_API_KEY=<one of your HARK_API_KEYS> first)\n" if settings.auth_required else "")
+    return (
+        f"\nHark is ready: deployment {settings.deployment!r} on {base_url}\n"
+        f"  serving: {served}\n\n"
+        "Try it (any WAV/MP3/FLAC/OGG file):\n"
+        f"{key_hint}"
+        f'  curl -s -X POST "{base_url}/waves/v1/stt/?model=pulse&language=en&word_timestamps=true"'
+        f'{auth} -H "Content-Type: application/octet-stream" --data-binary @your-file.wav\n'
+        f"  .venv/bin/hark transcribe your-file.wav --language en\n\n"
+        "Press Ctrl-C to stop.\n"
+    )
+
+
 def _print_banner(settings: Settings, base_url: str) -> None:
-    auth = f' -H "Authorization: Bearer {settings.api_key_list[0]}"' if settings.api_key_list else ""
     instances = live_instances(redis.Redis.from_url(settings.redis_url), settings.deployment)
     served = ", ".join(
         f"{i.checkpoint.label} ({_coverage(i.checkpoint)}, {i.slots} slots)" for i in instances
     )
-    print(
-        f"\nHark is ready: deployment {settings.deployment!r} on {base_url}\n"
-        f"  serving: {served}\n\n"
-        "Try it (any WAV/MP3/FLAC/OGG file):\n"
-        f'  curl -s -X POST "{base_url}/waves/v1/stt/?model=pulse&language=en&word_timestamps=true"'
-        f'{auth} -H "Content-Type: application/octet-stream" --data-binary @your-file.wav\n'
-        f"  .venv/bin/hark transcribe your-file.wav --language en\n\n"
-        "Press Ctrl-C to stop.\n",
-        flush=True,
-    )
+    print(banner(settings, base_url, served), flush=True)
+
+
+def run_settings() -> Settings | None:
+    """Settings of `hark run`: the API on 127.0.0.1 unless HARK_API_HOST is set, and auth checked.
+
+    Returns:
+        None (after logging why) when the configuration is invalid or the API would be exposed
+        without keys.
+    """
+    settings = start_component("run")
+    if settings is None:
+        return None
+    if "api_host" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"api_host": DEFAULT_RUN_HOST})
+    try:
+        settings.check_api_auth()
+    except ConfigError as error:
+        log.error("%s", error)
+        return None
+    if settings.auth == "off":
+        log.warning("authentication is OFF (HARK_AUTH=off) on %s", settings.api_host)
+    return settings
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="hark run", description=__doc__)
     parser.parse_args(argv)
-    settings = start_component("run")
+    settings = run_settings()
     if settings is None:
         return 2
 
@@ -111,12 +159,13 @@ def main(argv: list[str]) -> int:
     if local_redis.process is not None:
         log.info("started a private redis-server for this run at %s", settings.redis_url)
 
-    env = dict(os.environ, HF_HUB_OFFLINE="1", REDIS_URL=settings.redis_url, MODEL_URL=settings.model_url)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", REDIS_URL=settings.redis_url, MODEL_URL=settings.model_url,
+               HARK_API_HOST=settings.api_host)  # fmt: skip
     if not settings.model_urls and not settings.model_paths:
         env["MODEL_URL"] = _default_model_url(settings)
         log.info("MODEL_URL not set: serving the bundled checkpoints %s", env["MODEL_URL"])
 
-    base_url = f"http://127.0.0.1:{settings.api_port}"
+    base_url = _local_url(settings)
     processes = [_spawn("worker", env), _spawn("api", env)]
     interrupted = False
 

@@ -1,19 +1,28 @@
 """Bearer-key authentication: ``Authorization: Bearer <key>``, compared in constant time.
 
-Keys come from HARK_API_KEYS (comma-separated). With no key configured, authentication is off and
-the API says so loudly at start (see ``web.app``). ``/health``, ``/ready`` and ``/openapi.json``
-never need a key; the transcription blueprints install :func:`require_api_key` as a
-``before_request`` hook.
+Installed once for the whole app (:func:`install_auth`), so a new blueprint cannot forget it: every
+endpoint needs a key except those listed in :data:`PUBLIC_ENDPOINTS` (probes and the OpenAPI
+document). Whether keys are required is :attr:`hark.settings.Settings.auth_required` (HARK_AUTH and
+HARK_API_KEYS); ``hark api`` refuses to listen beyond loopback without keys unless HARK_AUTH=off.
+
+The hook also names the client for per-client limits (:data:`flask.g` ``client_id``): a digest of
+the key when one was presented and accepted, else the peer address. The raw key is never stored,
+logged or used as a Redis key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Sequence
 
-from flask import current_app, request
+from flask import Flask, g, request
 
 from web.errors import ApiError
+from web.services import services
+
+#: Endpoints answered without a key. ``/ready`` shows only its status without one (see web.health).
+PUBLIC_ENDPOINTS = frozenset({"health.health", "health.ready", "openapi.openapi", "static"})
 
 
 def key_matches(candidate: str, keys: Sequence[str]) -> bool:
@@ -39,14 +48,37 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip()
 
 
-def require_api_key() -> None:
-    """``before_request`` hook: 401 unless auth is off or the request carries a configured key."""
-    keys: list[str] = current_app.config["HARK_API_KEYS"]
-    if not keys:
+def key_id(key: str) -> str:
+    """A stable, non-reversible name for `key` (for limits and logs; never the key itself)."""
+    return "key:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+
+
+def presented_key_is_valid() -> bool:
+    """True when the request carries one of the configured keys (False when none is configured)."""
+    keys = services().settings.api_key_list
+    token = bearer_token(request.headers.get("Authorization"))
+    return bool(keys) and token is not None and key_matches(token, keys)
+
+
+def authenticate() -> None:
+    """App-wide ``before_request`` hook: 401 unless the endpoint is public, auth is off, or the key is valid.
+
+    Unknown paths are not public: without a key they answer 401, not 404, so the API's surface is
+    not probed anonymously.
+    """
+    settings = services().settings
+    g.client_id = "addr:" + (request.remote_addr or "unknown")
+    if request.endpoint in PUBLIC_ENDPOINTS or not settings.auth_required:
         return
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
         raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", [{"code": "unauthorized"}],
                        {"WWW-Authenticate": "Bearer"})  # fmt: skip
-    if not key_matches(token, keys):
+    if not key_matches(token, settings.api_key_list):
         raise ApiError(401, "invalid API key", [{"code": "unauthorized"}], {"WWW-Authenticate": "Bearer"})
+    g.client_id = key_id(token)
+
+
+def install_auth(app: Flask) -> None:
+    """Require a key on every endpoint of `app` but :data:`PUBLIC_ENDPOINTS`."""
+    app.before_request(authenticate)

@@ -101,4 +101,5 @@ if __name__ == "__config__":  # loaded by `gunicorn -c web/gunicorn_conf.py`
 
     _settings = get_settings()
     _configure_logs("api", _settings.deployment, _settings.log_level, _settings.log_format)
+    _settings.check_api_auth()  # ConfigError stops gunicorn: no keys beyond loopback unless HARK_AUTH=off
     globals().update(gunicorn_options(_settings))

@@ -1,8 +1,11 @@
 """``GET /health`` (the process is alive) and ``GET /ready`` (this deployment can transcribe now).
 
-Neither needs an API key. ``/health`` touches nothing outside the process. ``/ready`` answers 200
-only when Redis answers and at least one worker of the deployment has a current heartbeat, and
-lists what the live workers serve; otherwise 503 with the reason and ``Retry-After``.
+Neither needs an API key (see :data:`web.auth.PUBLIC_ENDPOINTS`): load balancers probe them.
+``/health`` touches nothing outside the process. ``/ready`` answers 200 only when Redis answers and
+at least one worker of the deployment has a current heartbeat; otherwise 503 and ``Retry-After``.
+When keys are required, only a request with a valid key sees the details (worker ids, hosts, pids,
+queues, checkpoints, the Redis error); anyone else gets the status and the deployment name, which
+is all a probe needs and tells an attacker nothing about the machines behind the API.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from flask import Blueprint, Response, jsonify
 from hark import registry
 from hark.routing import served_languages
 from hark.schemas import InstanceRecord
-from web.app import services
+from web.auth import presented_key_is_valid
 from web.errors import error_response
+from web.services import services
 
 bp = Blueprint("health", __name__)
 
@@ -77,20 +81,30 @@ def readiness(instances: list[InstanceRecord], deployment: str) -> dict[str, Any
     }
 
 
+def _may_see_details() -> bool:
+    return not services().settings.auth_required or presented_key_is_valid()
+
+
 @bp.get("/ready")
 def ready() -> Response:
     """Readiness: Redis answers and at least one worker of this deployment is live."""
     svc = services()
     deployment = svc.settings.deployment
+    details = _may_see_details()
     try:
         svc.redis.ping()
         instances = registry.live_instances(svc.redis, deployment)
         known = [] if instances else [c.label for c in registry.catalog(svc.redis, deployment)]
     except redis.RedisError as error:
-        return error_response(503, f"Redis is unreachable: {error}", [{"code": "redis_unavailable",
-                                                                      "deployment": deployment}])  # fmt: skip
+        reason = f"Redis is unreachable: {error}" if details else "Redis is unreachable"
+        return error_response(503, reason, [{"code": "redis_unavailable", "deployment": deployment}])
     if not instances:
+        if not details:
+            return error_response(503, f"no live worker in deployment {deployment!r}",
+                                  [{"code": "no_live_worker", "deployment": deployment}])  # fmt: skip
         reason = (f"no live worker in deployment {deployment!r}; last seen serving {', '.join(known)}" if known
                   else f"no worker of deployment {deployment!r} has registered yet")  # fmt: skip
         return error_response(503, reason, [{"code": "no_live_worker", "deployment": deployment, "catalog": known}])
+    if not details:
+        return jsonify({"status": "ready", "deployment": deployment})
     return jsonify(readiness(instances, deployment))

@@ -11,12 +11,10 @@ import re
 
 from flask import Blueprint, Response, g, jsonify
 
-from web.app import services
-from web.auth import require_api_key
 from web.errors import ApiError
+from web.services import services
 
 bp = Blueprint("jobs", __name__)
-bp.before_request(require_api_key)
 
 JOBS_PATH = "/waves/v1/stt/jobs/<request_id>"
 REQUEST_ID_RE = re.compile(r"^req_[0-9a-f]{24}$")

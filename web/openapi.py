@@ -57,7 +57,10 @@ def query_parameters(*, model_required: bool) -> list[dict[str, Any]]:
 def _errors(*codes: int) -> dict[str, Any]:
     texts = {400: "Invalid request (parameter, language, audio)", 401: "Missing or invalid API key",
              404: "Unknown job or path", 413: "Body over HARK_MAX_UPLOAD_BYTES",
-             503: "No live worker for the checkpoint, or Redis unavailable (see Retry-After)"}  # fmt: skip
+             408: "The body stalled or arrived below HARK_UPLOAD_MIN_BYTES_PER_SECOND (upload_timeout)",
+             429: "Too many concurrent requests for this key or address (see Retry-After)",
+             503: "No live worker for the checkpoint, staged-audio budget full (staging_full), or Redis "
+                  "unavailable (see Retry-After)"}  # fmt: skip
     return {str(code): _json("ErrorBody", texts[code]) for code in codes}
 
 
@@ -79,7 +82,7 @@ def _transcribe_operation(summary: str, operation_id: str, *, model_required: bo
                 "content": {"application/json": {"schema": transcript_or_processing}},
             },
             "202": _json("Processing", "Still running after HARK_SYNC_WAIT_SECONDS; poll the job"),
-            **_errors(400, 401, 413, 503),
+            **_errors(400, 401, 408, 413, 429, 503),
         },
     }
 
@@ -94,7 +97,7 @@ def _job_operation() -> dict[str, Any]:
         "responses": {
             "200": {"description": "The result, `processing`, or `failed`",
                     "content": {"application/json": {"schema": any_state}}},
-            **_errors(401, 404),
+            **_errors(401, 404, 429),
         },
     }  # fmt: skip
 
@@ -135,7 +138,8 @@ def build_document() -> dict[str, Any]:
         "/waves/v1/stt/jobs/{request_id}": {"get": _job_operation()},
         "/health": {"get": _open_operation("Liveness", "health", "The API process is alive")},
         "/ready": {"get": _open_operation("Readiness: a live worker of this deployment exists", "ready",
-                                          "Workers, checkpoints, languages and slots", 503)},
+                                          "Status; with a valid key also workers, checkpoints, languages "
+                                          "and slots", 503)},
         "/openapi.json": {"get": _open_operation("This document", "openapi", "OpenAPI 3.1 document")},
     }  # fmt: skip
     return {

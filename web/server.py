@@ -4,6 +4,9 @@
 
 Command-line options override HARK_API_HOST, HARK_API_PORT, HARK_API_WORKERS and HARK_API_THREADS.
 SIGTERM / Ctrl-C stop gracefully: workers finish the requests they hold (up to 30 s).
+
+An API that would listen beyond loopback without HARK_API_KEYS refuses to start (exit 2) unless
+authentication is switched off explicitly with HARK_AUTH=off, which is logged as a warning.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from hark.logs import start_component
-from hark.settings import Settings
+from hark.settings import ConfigError, Settings
 from web.gunicorn_conf import capacity, gunicorn_options
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_auth(settings: Settings) -> bool:
+    """Log the authentication mode; False (after logging why) when the API must not start.
+
+    Args:
+        settings: the API's settings, with the bind address it will use.
+
+    Returns:
+        True when the API may start.
+    """
+    try:
+        settings.check_api_auth()
+    except ConfigError as error:
+        log.error("%s", error)
+        return False
+    if settings.auth == "off":
+        log.warning("authentication is OFF (HARK_AUTH=off): anyone who can reach %s may use the API",
+                    settings.api_host)  # fmt: skip
+    elif not settings.auth_required:
+        log.warning("authentication is off: no HARK_API_KEYS, so the API listens on loopback (%s) only",
+                    settings.api_host)  # fmt: skip
+    else:
+        log.info("authentication is on: %d key(s) configured", len(settings.api_key_list))
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the API until stopped; returns the process exit code."""
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
@@ -58,13 +86,13 @@ def main(argv: list[str] | None = None) -> int:
                                                   ("api_workers", args.workers), ("api_threads", args.threads))
                  if value is not None}  # fmt: skip
     settings = start_component("api", **overrides)
-    if settings is None:
+    if settings is None or not check_auth(settings):
         return 2
     options = gunicorn_options(settings)
     log.info("API of deployment %r on %s: %d worker(s) x %d threads = %d concurrent requests; sync wait %.0f s; "
              "upload limit %d bytes; auth %s", settings.deployment, options["bind"], settings.api_workers,
              settings.api_threads, capacity(settings), settings.sync_wait_seconds, settings.max_upload_bytes,
-             "on" if settings.api_key_list else "OFF")  # fmt: skip
+             "on" if settings.auth_required else "OFF")  # fmt: skip
     try:
         HarkApi(settings, options).run()
     except SystemExit as stop:

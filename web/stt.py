@@ -1,12 +1,14 @@
 """``POST /waves/v1/stt/`` and the legacy ``POST /waves/v1/pulse/get_text``: submit audio, wait for the text.
 
 Order of the checks: declared size (413) → query parameters (400) → webhook target (400) → body
-read with a hard cap (413, chunked too) → empty body (400) → audio probe (400) → routing from the
-live registry (400 / 503). Bad input is a 400 whatever the workers' state, so clients do not retry
-it as they would a 503. Then the audio is staged once in Redis, the job created, and
-the task sent by name to ``hark.<deployment>.<checkpoint>``. Synchronous requests wait for the
+read with a hard cap (413, chunked too) and a deadline (408, web.client_socket) → empty body (400)
+→ audio probe (400) → routing from the live registry (400 / 503). Bad input is a 400 whatever the
+workers' state, so clients do not retry it as they would a 503. Then the audio is staged once in
+Redis (503 past the staged-audio budget), the job created, and the task sent by name to
+``hark.<deployment>.<checkpoint>``. Synchronous requests wait for the
 job's end (200 / the failure's status / 202 past HARK_SYNC_WAIT_SECONDS); asynchronous requests
-(``webhook_url``) get ``{"status": "processing"}`` at once.
+(``webhook_url``) get ``{"status": "processing"}`` at once. A sync request whose client closed the
+connection stops waiting (its job keeps running).
 """
 
 from __future__ import annotations
@@ -21,23 +23,25 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from hark import registry, routing
 from hark.queues import TASK_TRANSCRIBE, transcribe_queue
 from hark.schemas import JobFailure, TranscribeTask, TranscriptionOptions
+from hark.staging import StagingFull
 from hark.webhook_policy import check_webhook_url
-from web.app import Services, services
 from web.audio_probe import AudioRejected, probe_audio
-from web.auth import require_api_key
+from web.client_socket import client_gone, read_body
 from web.errors import ApiError, current_request_id, error_response
 from web.params import ParamError, SttParams, parse_stt_params
+from web.services import Services, services
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("stt", __name__)
-bp.before_request(require_api_key)
 
 STT_PATH = "/waves/v1/stt/"
 LEGACY_PATH = "/waves/v1/pulse/get_text"
 
-#: Bytes read from the request stream at a time.
-READ_CHUNK = 256 * 1024
+#: Seconds a client refused for a full staging budget should wait (workers drain it meanwhile).
+STAGING_RETRY_AFTER_SECONDS = 10
+#: Longest a sync request waits before checking that its client is still connected.
+WAIT_SLICE_SECONDS = 1.0
 
 
 @bp.post(STT_PATH, strict_slashes=False)
@@ -50,32 +54,6 @@ def transcribe() -> Response:
 def transcribe_legacy() -> Response:
     """The legacy Pulse path: same semantics, ``model`` optional (defaults to ``pulse``)."""
     return submit(model_required=False)
-
-
-def read_body(limit: int) -> bytes:
-    """The raw request body, read in chunks and never more than `limit` bytes.
-
-    Raises:
-        RequestEntityTooLarge: the declared length or the bytes actually sent exceed `limit`.
-    """
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise RequestEntityTooLarge()
-    stream = request.stream
-    chunks: list[bytes] = []
-    total = 0
-    while declared is None or total < declared:
-        want = READ_CHUNK if declared is None else min(READ_CHUNK, declared - total)
-        chunk = stream.read(want)
-        if not chunk:
-            break
-        total += len(chunk)
-        if total > limit:
-            raise RequestEntityTooLarge()
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    chunks.clear()
-    return body
 
 
 def _parse(model_required: bool, svc: Services) -> SttParams:
@@ -108,7 +86,13 @@ def _enqueue(rid: str, params: SttParams, route: routing.Route, body: bytes, svc
     settings = svc.settings
     checkpoint = route.checkpoint
     queue = transcribe_queue(settings.deployment, checkpoint.name)
-    audio_key = svc.jobs.stage_audio(rid, body)
+    try:
+        audio_key = svc.jobs.stage_audio(rid, body)
+    except StagingFull as full:
+        log.warning("staged-audio budget reached (%d of %d bytes in use); refusing %d bytes", full.staged,
+                    full.budget, full.size, extra={"request_id": rid})  # fmt: skip
+        raise ApiError(503, "too much audio is waiting for workers in this deployment; retry shortly",
+                       [{"code": "staging_full"}], {"Retry-After": str(STAGING_RETRY_AFTER_SECONDS)}) from None
     task = TranscribeTask(
         request_id=rid,
         deployment=settings.deployment,
@@ -148,6 +132,27 @@ def job_answer(state: dict[str, Any]) -> Response:
     return error_response(status, str(error.get("message") or "transcription failed"), details)
 
 
+def wait_for_job(svc: Services, rid: str, timeout: float) -> dict[str, Any] | None:
+    """The job's final state, or None after `timeout` or as soon as the client has gone.
+
+    Waits in short slices and checks the client's connection between them: a client that gave up
+    no longer holds an API thread for the rest of the sync window. Its job still runs and its
+    result stays fetchable from the jobs endpoint.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        state = svc.jobs.wait(rid, max(0.0, min(remaining, WAIT_SLICE_SECONDS)))
+        if state is not None or remaining <= WAIT_SLICE_SECONDS:
+            return state
+        if client_gone():
+            log.info("the client closed the connection after %.1f s; no longer waiting (the job keeps "
+                     "running and its result stays fetchable)", time.monotonic() - started,
+                     extra={"request_id": rid})  # fmt: skip
+            return None
+
+
 def submit(*, model_required: bool) -> Response:
     """Validate, route, probe and queue one request; wait for it unless it is asynchronous."""
     svc = services()
@@ -156,7 +161,8 @@ def submit(*, model_required: bool) -> Response:
     if request.content_length is not None and request.content_length > settings.max_upload_bytes:
         raise RequestEntityTooLarge()
     params = _parse(model_required, svc)
-    body = read_body(settings.max_upload_bytes)
+    body = read_body(settings.max_upload_bytes, settings.upload_timeout_seconds,
+                     settings.upload_min_bytes_per_second)  # fmt: skip
     if not body:
         raise ApiError(400, "request body is empty: send the audio file's bytes as the body",
                        [{"code": "empty_body"}])  # fmt: skip
@@ -174,7 +180,7 @@ def submit(*, model_required: bool) -> Response:
     if params.is_async:
         return jsonify({"status": "processing", "request_id": rid})
 
-    state = svc.jobs.wait(rid, settings.sync_wait_seconds)
+    state = wait_for_job(svc, rid, settings.sync_wait_seconds)
     if state is None:
         log.info("no answer within %.1f s; answering 202", settings.sync_wait_seconds, extra={"request_id": rid})
         response = jsonify({"status": "processing", "request_id": rid})

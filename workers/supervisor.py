@@ -34,6 +34,7 @@ import redis
 
 from hark import registry
 from hark.logs import start_component
+from hark.proc import die_with_parent
 from hark.settings import ConfigError, Settings
 from workers import device as devices
 
@@ -199,7 +200,7 @@ class Supervisor:
 
     def spawn(self, child: Child) -> None:
         # Own process group: a terminal's Ctrl-C reaches only the supervisor, which stops children in order.
-        child.process = subprocess.Popen(child.argv, stdin=subprocess.DEVNULL, process_group=0)
+        child.process = subprocess.Popen(child.argv, stdin=subprocess.DEVNULL, process_group=0, preexec_fn=die_with_parent())  # noqa: E501
         logger.info("started %s (pid %d)", child.name, child.process.pid)
 
     def run(self) -> int:

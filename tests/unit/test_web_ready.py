@@ -12,6 +12,7 @@ from hark import registry
 from tests.unit.web_helpers import (
     BASE,
     TINY_EN,
+    AppFactory,
     announce,
     assert_error,
 )
@@ -90,3 +91,34 @@ def test_openapi_document(client: FlaskClient) -> None:
 
     walk(document)
     assert refs and all(ref.split("/")[-1] in schemas for ref in refs), refs
+
+
+# --- what /ready shows without a key -------------------------------------------------------------
+
+def test_ready_without_a_key_shows_only_the_status(make_app: AppFactory, redis_client: redis.Redis,
+                                                   deployment: str) -> None:  # fmt: skip
+    announce(redis_client, deployment, TINY_EN, BASE, worker="w1")
+    client = make_app(api_keys="k-one").test_client()
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        answer = client.get("/ready", headers=headers)
+        assert answer.status_code == 200
+        assert answer.get_json() == {"status": "ready", "deployment": deployment}
+        text = answer.get_data(as_text=True)
+        assert "test-host" not in text and "4242" not in text and "w1" not in text and "hark." not in text
+    full = client.get("/ready", headers={"Authorization": "Bearer k-one"}).get_json()
+    assert full["workers"][0]["worker_id"] == "w1" and full["workers"][0]["host"] == "test-host"
+
+
+def test_ready_503_without_a_key_names_no_checkpoint_nor_redis_address(make_app: AppFactory,
+                                                                         redis_client: redis.Redis,
+                                                                         deployment: str) -> None:  # fmt: skip
+    announce(redis_client, deployment, TINY_EN)
+    registry.withdraw(redis_client, deployment, "w1", TINY_EN.name)
+    client = make_app(api_keys="k-one").test_client()
+    body = assert_error(client.get("/ready"), 503, "no live worker")
+    assert "whisper" not in json.dumps(body)
+    down = make_app(api_keys="k-one", redis_url="redis://127.0.0.1:1/0").test_client()
+    body = assert_error(down.get("/ready"), 503, "Redis")
+    assert "127.0.0.1" not in json.dumps(body) and ":1" not in body["error"]
+    keyed = assert_error(down.get("/ready", headers={"Authorization": "Bearer k-one"}), 503, "Redis")
+    assert "127.0.0.1" in keyed["error"] or "connect" in keyed["error"].lower()

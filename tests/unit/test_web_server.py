@@ -84,3 +84,34 @@ def test_the_api_tier_never_imports_the_engine() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"web/ imported {result.stdout.strip()}"
+
+
+# --- authentication at start ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_auth_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HARK_API_KEYS", "HARK_API_KEY", "HARK_AUTH", "HARK_API_HOST"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_non_loopback_bind_without_keys_exits_2(no_auth_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert server.main(["--host", "0.0.0.0", "--port", "7126"]) == 2
+    err = capsys.readouterr().err
+    assert "HARK_API_KEYS" in err and "HARK_AUTH=off" in err
+
+
+def test_auth_on_without_keys_exits_2_even_on_loopback(no_auth_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARK_AUTH", "on")
+    assert server.main(["--host", "127.0.0.1", "--port", "7127"]) == 2
+
+
+def test_auth_mode_is_logged_and_no_key_is(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="web.server"):
+        assert server.check_auth(load_settings(api_host="0.0.0.0", api_keys="", auth="off"))
+        assert server.check_auth(load_settings(api_host="127.0.0.1", api_keys=""))
+        assert server.check_auth(load_settings(api_host="0.0.0.0", api_keys="sekrit-key-1"))
+    text = caplog.text
+    assert "HARK_AUTH=off" in text and "loopback" in text and "1 key(s)" in text
+    assert "sekrit" not in text
+    assert [r.levelno for r in caplog.records][:2] == [logging.WARNING, logging.WARNING]

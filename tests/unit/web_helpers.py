@@ -125,9 +125,18 @@ class Background:
         return self.response
 
 
-def queued_messages(redis_client: redis.Redis, deployment: str, checkpoint: str) -> list[dict[str, Any]]:
-    """The Celery messages waiting on a transcribe queue (kombu's Redis list, base64 JSON bodies)."""
-    raw = redis_client.lrange(transcribe_queue(deployment, checkpoint), 0, -1)
+def queued_messages(redis_client: redis.Redis, deployment: str, checkpoint: str,
+                    timeout: float = 5.0) -> list[dict[str, Any]]:  # fmt: skip
+    """The Celery messages waiting on a transcribe queue (kombu's Redis list, base64 JSON bodies).
+
+    Waits up to `timeout` for the first one: the API creates the job before it sends the task, so a
+    test that saw the job may look at the queue a moment too early.
+    """
+    queue = transcribe_queue(deployment, checkpoint)
+    deadline = time.monotonic() + timeout
+    while not redis_client.llen(queue) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    raw = redis_client.lrange(queue, 0, -1)
     messages = []
     for item in raw:
         message = json.loads(item)
