@@ -52,9 +52,24 @@ def _remember_log_offsets(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
 
 
+def _order(item: pytest.Item) -> int:
+    parts = item.nodeid.split("/")
+    if "faults" in parts or "abuse" in parts:
+        return 2
+    return 1 if "e2e" in parts else 0
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Fast unit tests first (quick feedback with -x), then the end-to-end tests."""
-    items.sort(key=lambda item: 0 if "e2e" not in item.nodeid.split("/") else 1)
+    """Fast unit tests first (quick feedback with -x), then the end-to-end tests, then faults and abuse.
+
+    Tests marked ``slow`` run only at ``HARK_FAULTS_SCALE=full`` (``make faults``).
+    """
+    items.sort(key=_order)
+    if os.environ.get("HARK_FAULTS_SCALE", "fast").strip().lower() != "full":
+        skip = pytest.mark.skip(reason="full scale only: HARK_FAULTS_SCALE=full (make faults)")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(skip)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
