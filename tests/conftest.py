@@ -37,6 +37,11 @@ from tests.processes import (
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
+    results = getattr(item, "funcargs", {}).get("results_dir")
+    if report.when == "call" and isinstance(results, Path):  # fault/abuse rows: note whether the guarantee held
+        from tests.faults.harness import record_outcome
+
+        record_outcome(results, item.nodeid, report.outcome)
     if report.when not in ("setup", "call") or not report.failed:
         return
     offsets: dict[int, int] = getattr(item, "_hark_log_offsets", {})

@@ -97,9 +97,20 @@ def write_row(out_dir: Path, scenario: str, **row: Any) -> Path:
     """Write one scenario's measured row as ``<out_dir>/<scenario>.json`` (read by ``report.py``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{scenario}.json"
-    data = {"scenario": scenario, "scale": current_scale().name, "written_at": time.time(), **row}
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+    data = {"scenario": scenario, "scale": current_scale().name, "written_at": time.time(), "test": test, **row}
     path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
     return path
+
+
+def record_outcome(out_dir: Path, nodeid: str, outcome: str) -> None:
+    """Add the pytest outcome of `nodeid` to the rows it wrote (called from the suites' report hook)."""
+    for path in out_dir.glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("test") == nodeid:
+                data["outcome"] = outcome
+                path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
