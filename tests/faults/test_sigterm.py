@@ -34,6 +34,8 @@ pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 GRACE = float(FAULT_ENV["HARK_SHUTDOWN_GRACE_SECONDS"])
 #: "At once": a requeued job must be running on the other worker this soon after the grace period.
 REQUEUE_SLACK_SECONDS = 4.0
+#: Timing tolerance for "finished within the grace period" (polling, clocks).
+FINISH_SLACK_SECONDS = 0.75
 #: The stopped worker must have exited this soon after the grace period.
 EXIT_SLACK_SECONDS = 10.0
 
@@ -48,7 +50,7 @@ def test_sigterm_with_jobs_in_flight(fault_stack: FaultStack, scale: Scale, audi
     (w1,) = {i.worker_id for i in instances_of(client, stack.worker)}
     victim = stack.launcher.start_worker(stack.deployment, [stack.checkpoints.tiny_en], **FAULT_ENV)
     (w2,) = {i.worker_id for i in instances_of(client, victim)}
-    clip = audio.long_english(15).read_bytes()
+    clip = audio.long_english(20).read_bytes()  # a few seconds of work: longer than the grace period
 
     rounds: list[dict[str, object]] = []
     ledger = Ledger()
@@ -99,7 +101,7 @@ def test_sigterm_with_jobs_in_flight(fault_stack: FaultStack, scale: Scale, audi
         rounds.append({"job": rid, "outcome": kind, "seconds_after_sigterm": round(seconds, 2)})
     redelivery = [r["seconds_after_sigterm"] for r in rounds if r["outcome"] == "requeued"]
     write_row(results_dir, "sigterm", title="SIGTERM a worker with jobs in flight (grace 1 s)",
-              load=f"{scale.sigterm_jobs} long jobs (15 s audio) over 2 workers",
+              load=f"{scale.sigterm_jobs} long jobs (20 s audio) over 2 workers",
               faults_injected=1, faults_survived=int(result.lost == 0), inputs=scale.sigterm_jobs,
               in_flight_at_sigterm=len(running), jobs=rounds, worker_exit_seconds=exited_after,
               redelivery_seconds=redelivery, grace_seconds=GRACE, visibility_timeout_seconds=visibility,
@@ -111,7 +113,7 @@ def test_sigterm_with_jobs_in_flight(fault_stack: FaultStack, scale: Scale, audi
                         f"to exit after SIGTERM (HARK_SHUTDOWN_GRACE_SECONDS={GRACE:g})")  # fmt: skip
     for row in rounds:
         kind, seconds = str(row["outcome"]), float(row["seconds_after_sigterm"])  # type: ignore[arg-type]
-        if kind.startswith("finished-on-W2") and seconds > GRACE + 2:
+        if kind.startswith("finished-on-W2") and seconds > GRACE + FINISH_SLACK_SECONDS:
             problems.append(f"job {row['job']} ran on for {seconds:.1f} s after SIGTERM instead of being requeued "
                             f"when the {GRACE:g} s grace period ended")  # fmt: skip
         elif kind == "requeued" and seconds > GRACE + REQUEUE_SLACK_SECONDS:
