@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export SMALLESTAI_TELEMETRY := 0
 
-.PHONY: install system-packages checkpoints run test unit e2e lint bench clean
+.PHONY: install system-packages checkpoints run test unit e2e lint bench faults reliability clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -29,9 +29,22 @@ checkpoints: install
 run: install checkpoints
 	$(BIN)/hark run
 
+# Everything, with the fault and abuse scenarios at fast scale (HARK_FAULTS_SCALE=fast, the default).
 test: install checkpoints
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# The whole fault-and-abuse suite at full scale (20 kills, >= 5,000 fuzz cases...), then RELIABILITY.md.
+RELIABILITY_OUT ?= build/reliability
+faults: install checkpoints
+	rm -rf $(RELIABILITY_OUT) && mkdir -p $(RELIABILITY_OUT)
+	HARK_FAULTS_SCALE=full HARK_RELIABILITY_OUT=$(abspath $(RELIABILITY_OUT)) \
+		$(BIN)/pytest -q -p no:cacheprovider tests/faults tests/abuse; status=$$?; \
+		$(BIN)/python -m tests.faults.report $(RELIABILITY_OUT) -o RELIABILITY.md; exit $$status
+
+# RELIABILITY.md from the rows of the last run.
+reliability:
+	$(BIN)/python -m tests.faults.report $(RELIABILITY_OUT) -o RELIABILITY.md
 
 unit: install
 	$(BIN)/pytest -q tests/unit

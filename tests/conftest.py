@@ -37,6 +37,11 @@ from tests.processes import (
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
+    results = getattr(item, "funcargs", {}).get("results_dir")
+    if report.when == "call" and isinstance(results, Path):  # fault/abuse rows: note whether the guarantee held
+        from tests.faults.harness import record_outcome
+
+        record_outcome(results, item.nodeid, report.outcome)
     if report.when not in ("setup", "call") or not report.failed:
         return
     offsets: dict[int, int] = getattr(item, "_hark_log_offsets", {})
@@ -52,9 +57,24 @@ def _remember_log_offsets(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
 
 
+def _order(item: pytest.Item) -> int:
+    parts = item.nodeid.split("/")
+    if "faults" in parts or "abuse" in parts:
+        return 2
+    return 1 if "e2e" in parts else 0
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Fast unit tests first (quick feedback with -x), then the end-to-end tests."""
-    items.sort(key=lambda item: 0 if "e2e" not in item.nodeid.split("/") else 1)
+    """Fast unit tests first (quick feedback with -x), then the end-to-end tests, then faults and abuse.
+
+    Tests marked ``slow`` run only at ``HARK_FAULTS_SCALE=full`` (``make faults``).
+    """
+    items.sort(key=_order)
+    if os.environ.get("HARK_FAULTS_SCALE", "fast").strip().lower() != "full":
+        skip = pytest.mark.skip(reason="full scale only: HARK_FAULTS_SCALE=full (make faults)")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(skip)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
