@@ -119,7 +119,13 @@ class EncodedAudio:
         self._chunks: Generator[np.ndarray, None, None] | None = None
         self._pending: np.ndarray | None = None
         self._finished = False
+        self._opened = False
         self.samples_decoded = 0
+
+    @property
+    def opened(self) -> bool:
+        """True once the decoder was opened (the first :meth:`read`)."""
+        return self._opened
 
     @property
     def duration(self) -> float:
@@ -131,6 +137,7 @@ class EncodedAudio:
             if self._data is None:
                 return np.empty(0, dtype=np.float32)
             self._chunks = _decode_chunks(self._data, self.max_seconds)
+            self._opened = True
         pieces: list[np.ndarray] = []
         have = 0
         while have < max_samples:
