@@ -241,3 +241,13 @@ def test_a_timed_out_job_frees_its_lane(context: WorkerContext, audio: AudioFact
     assert context.executor.running == 0, "the timed-out engine call still burns its lane"
     assert engine.finished_at and engine.finished_at[0] - answered < 0.5
     context.executor.close()
+
+
+def test_a_container_outside_the_allow_list_is_a_400_in_milliseconds(context: WorkerContext, sent: list) -> None:
+    sdp = b"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 5004 RTP/AVP 0\n"
+    task = _submit(context, sdp, language="en")
+    started = time.perf_counter()
+    assert tasks.handle_transcription(context, task) == "failed"
+    assert time.perf_counter() - started < 0.5
+    error = (context.store.get("req_1") or {})["error"]
+    assert error["http_status"] == 400 and error["code"] == "unsupported_container"
