@@ -1,13 +1,24 @@
-"""The speech engine: faster-whisper (CTranslate2) behind ``transcribe(samples, options) -> Transcript``.
+"""The speech engine: faster-whisper (CTranslate2) behind ``transcribe(audio, options, cancel) -> Transcript``.
 
 Engine choices, in one place:
 
+- **Bounded memory.** ``audio`` is an :class:`~workers.audio.AudioSource` the engine pulls from, one
+  window (:data:`WINDOW_SECONDS`) at a time, so a request holds about one window of float32 whatever
+  its duration (a 4-hour file would be ~900 MB decoded at once, and faster-whisper would compute its
+  features in one go). Each window is cut in silence found by Silero VAD: speech that may go on past the
+  window's end is carried into the next window, so no word is split or transcribed twice; timestamps
+  are offset by the window's start. Audio that fits in one window is transcribed exactly as before.
+- **Cancellation.** The :class:`~workers.executor.CancelToken` is checked before each window and
+  after each segment; a timed-out or drained call stops there and frees its lane.
 - **Silence and noise.** Silero VAD (``vad_filter=True``) drops non-speech before decoding, so
-  silence gives ``""`` instead of invented words.
+  silence gives ``""`` instead of invented words; windows without speech are not decoded at all.
 - **Language.** A dedicated (non-multilingual) checkpoint always decodes in its own language. A
   multilingual one uses the forced language when the request has one; otherwise it detects the
-  language, and when the request restricts detection (``detect_among``, e.g. ``multi-eu``) the most
-  probable language *within that set* is chosen from Whisper's full distribution.
+  language on the first window with speech and keeps it for the rest; when the request restricts
+  detection (``detect_among``, e.g. ``multi-eu``) the most probable language *within that set* is chosen
+  from Whisper's full distribution.
+- **Context across windows.** The end of one window's text is the next window's ``initial_prompt``, as
+  Whisper conditions each 30 s chunk on the previous one inside a window.
 - **Keywords.** Mapped to faster-whisper ``hotwords`` (a prompt before the audio): the words joined
   with spaces, each once, highest boost first (the order decides which survive the length cap).
   Whisper has no per-word weights, so a boost only ranks keywords; writing a word twice was tried and
@@ -21,13 +32,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from faster_whisper import WhisperModel
+from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from hark.schemas import Keyword, TranscriptionOptions
+from workers.audio import AudioSource, PcmAudio
 from workers.device import DevicePlan
+from workers.executor import CancelToken
 from workers.transcript import SegmentOut, Transcript, WordOut
 
 logger = logging.getLogger(__name__)
@@ -35,6 +50,29 @@ logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 #: faster-whisper keeps at most half the decoder context for hotwords; stay well inside it.
 MAX_HOTWORDS_CHARS = 400
+
+#: Audio decoded and held per request (about 7.7 MB of float32 per window, plus the carried tail).
+WINDOW_SECONDS = 120.0
+#: Speech ending closer than this to a window's end may go on: the window is cut before it.
+CUT_GUARD_SECONDS = 2.0
+#: Longest speech run the cut search accepts before splitting it at a pause (Silero's
+#: ``max_speech_duration_s``), so a window always has a boundary to cut at; at most half a window.
+CUT_MAX_SPEECH_SECONDS = 30.0
+#: Characters of a window's text carried as the next window's prompt.
+PROMPT_CHARS = 200
+
+
+@dataclass
+class _Progress:
+    """What one transcription accumulates across windows."""
+
+    language: str | None
+    probability: float = 1.0
+    detected: bool = False
+    prompt: str | None = None
+    texts: list[str] = field(default_factory=list)
+    segments: list[SegmentOut] = field(default_factory=list)
+    words: list[tuple[str, float, float, float]] = field(default_factory=list)
 
 
 class WhisperEngine:
@@ -49,6 +87,7 @@ class WhisperEngine:
         multilingual: bool,
         beam_size: int = 1,
         label: str = "",
+        window_seconds: float = WINDOW_SECONDS,
     ) -> None:
         """Load the model.
 
@@ -59,12 +98,17 @@ class WhisperEngine:
             multilingual: The manifest's flag: False means "always decode in ``languages[0]``".
             beam_size: ``HARK_BEAM_SIZE``.
             label: ``name@version``, for logs.
+            window_seconds: Audio held and transcribed at a time (tests shrink it; at least 4 guards).
         """
+        if window_seconds < 4 * CUT_GUARD_SECONDS:
+            raise ValueError(f"window_seconds must be at least {4 * CUT_GUARD_SECONDS:g} (got {window_seconds:g})")
         self.plan = plan
         self.languages = list(languages)
         self.multilingual = multilingual
         self.beam_size = beam_size
         self.label = label or str(model_path)
+        self.window_seconds = window_seconds
+        self._cut_vad = VadOptions(max_speech_duration_s=min(CUT_MAX_SPEECH_SECONDS, window_seconds / 2))
         started = time.perf_counter()
         self.model = WhisperModel(
             str(model_path),
@@ -79,50 +123,95 @@ class WhisperEngine:
                     extra={"checkpoint": self.label})  # fmt: skip
 
     # --- inference ------------------------------------------------------------------------------
-    def transcribe(self, samples: np.ndarray, options: TranscriptionOptions) -> Transcript:
-        """Transcribe 16 kHz mono float32 samples.
+    def transcribe(
+        self, audio: AudioSource, options: TranscriptionOptions, cancel: CancelToken | None = None
+    ) -> Transcript:
+        """Transcribe audio pulled window by window from `audio`.
 
         Args:
-            samples: The audio (see :func:`workers.audio.decode_audio`).
+            audio: The source (decoded here, on the lane; see :mod:`workers.audio`).
             options: Language, detection set, word timestamps, keywords.
+            cancel: Checked before each window and after each segment (None: never cancelled).
 
         Returns:
             The transcript; ``text`` is ``""`` when no speech is found.
+
+        Raises:
+            AudioError: The audio is unusable (possibly found only at its end).
+            SubmissionTimeout, ExecutorDraining: The token was cancelled.
         """
-        duration = len(samples) / SAMPLE_RATE
-        language = forced_language(options.language, self.languages, self.multilingual)
-        probability = 1.0
-        if language is None and options.detect_among:
-            language, probability = self._detect_among(samples, options.detect_among)
+        token = cancel or CancelToken()
+        window = int(self.window_seconds * SAMPLE_RATE)
+        guard = int(CUT_GUARD_SECONDS * SAMPLE_RATE)
+        progress = _Progress(language=forced_language(options.language, self.languages, self.multilingual))
+        carry = np.empty(0, dtype=np.float32)
+        offset = 0  # samples of the audio before `carry`
+        while True:
+            token.check()
+            fresh = audio.read(window - carry.size)
+            final = fresh.size < window - carry.size
+            buffer = np.concatenate((carry, fresh)) if carry.size else fresh
+            del carry, fresh
+            if final:
+                cut, speech = buffer.size, True
+            else:
+                cut, speech = find_cut(buffer, guard, self._cut_vad)
+            if speech and cut:
+                self._transcribe_window(buffer[:cut], offset, progress, options, token, final)
+            offset += cut
+            carry = buffer[cut:].copy()  # a copy: the window itself is released
+            del buffer
+            if final:
+                break
+        duration = offset / SAMPLE_RATE
+        language = progress.language or (self.languages[0] if self.languages else "en")
+        return Transcript(
+            text="".join(progress.texts).strip(),
+            language=language,
+            language_probability=float(progress.probability),
+            duration=duration,
+            segments=progress.segments,
+            words=sanitize_words(progress.words, duration),
+        )
+
+    def _transcribe_window(self, samples: np.ndarray, offset: int, progress: _Progress,
+                           options: TranscriptionOptions, token: CancelToken, final: bool) -> None:  # fmt: skip
+        """Transcribe one window (``offset`` samples into the audio) into `progress`."""
+        if progress.language is None and options.detect_among and not progress.detected:
+            progress.detected = True  # once: a choice outside the set is not retried per window
+            progress.language, progress.probability = self._detect_among(samples, options.detect_among)
         segments, info = self.model.transcribe(
             samples,
-            language=language,
+            language=progress.language,
             beam_size=self.beam_size,
             vad_filter=True,
             word_timestamps=options.word_timestamps,
             hotwords=build_hotwords(options.keywords),
+            initial_prompt=progress.prompt,
         )
-        segment_list: list[SegmentOut] = []
-        raw_words: list[tuple[str, float, float, float]] = []
+        start_s = offset / SAMPLE_RATE
+        end_s = start_s + samples.size / SAMPLE_RATE
         texts: list[str] = []
         for segment in segments:  # the generator decodes as it is consumed
             texts.append(segment.text)
-            start, end = _clamp(segment.start, duration), _clamp(segment.end, duration)
+            start = _clamp(segment.start + start_s, start_s, end_s)
+            end = _clamp(segment.end + start_s, start, end_s)
             text = segment.text.strip()
             if text:
-                segment_list.append(SegmentOut(text=text, start=start, end=max(start, end)))
+                progress.segments.append(SegmentOut(text=text, start=start, end=end))
             if options.word_timestamps and segment.words:
-                raw_words.extend((w.word, w.start, w.end, w.probability) for w in segment.words)
-        if language is None:
-            language, probability = info.language, float(info.language_probability)
-        return Transcript(
-            text="".join(texts).strip(),
-            language=language,
-            language_probability=float(probability),
-            duration=duration,
-            segments=segment_list,
-            words=sanitize_words(raw_words, duration),
-        )
+                progress.words.extend(
+                    (w.word, w.start + start_s, w.end + start_s, w.probability) for w in segment.words
+                )
+            token.check()
+        if progress.language is None and (info.duration_after_vad > 0 or final):
+            progress.language, progress.probability = info.language, float(info.language_probability)
+        progress.texts.extend(texts)
+        window_text = "".join(texts).strip()
+        if window_text:
+            progress.prompt = tail_words(window_text, PROMPT_CHARS)
+        logger.debug("window %.1f-%.1f s: %d segment(s), %.1f s of speech", start_s, end_s, len(texts),
+                     info.duration_after_vad, extra={"checkpoint": self.label})  # fmt: skip
 
     def _detect_among(self, samples: np.ndarray, among: Sequence[str]) -> tuple[str | None, float]:
         """The most probable language of the speech within `among` (None: let the model decide)."""
@@ -143,10 +232,34 @@ class WhisperEngine:
         segments, _info = self.model.transcribe(noise, language=language, beam_size=self.beam_size)
         for _ in segments:
             pass
-        self.transcribe(noise, TranscriptionOptions(language=language))
+        self.transcribe(PcmAudio(noise), TranscriptionOptions(language=language))
         took = time.perf_counter() - started
         logger.info("warm-up inference of %s took %.2f s", self.label, took, extra={"checkpoint": self.label})
         return took
+
+
+def find_cut(samples: np.ndarray, guard: int, vad: VadOptions) -> tuple[int, bool]:
+    """Where to end a window that is not the audio's last: a point in silence, before any open speech.
+
+    Args:
+        samples: The window.
+        guard: Samples at the end where speech may still be going on.
+        vad: Silero options of the search (``max_speech_duration_s`` splits long speech at a pause).
+
+    Returns:
+        ``(cut, speech)``: transcribe ``samples[:cut]`` (when `speech`: it holds speech) and carry the
+        rest into the next window.
+    """
+    limit = samples.size - guard
+    chunks = get_speech_timestamps(samples, vad)
+    if not chunks:
+        return limit, False
+    last = chunks[-1]
+    if last["end"] <= limit:  # every speech chunk closed before the guard zone
+        return limit, True
+    if last["start"] > 0:  # the last chunk may go on: cut where it starts (padded, so in silence)
+        return int(last["start"]), len(chunks) > 1
+    return limit, True  # one speech run fills the window (shorter than max_speech_duration_s)
 
 
 # --- pure helpers -------------------------------------------------------------------------------
@@ -206,13 +319,21 @@ def sanitize_words(raw: Iterable[tuple[str, float, float, float]], duration: flo
         text = text.strip()
         if not text:
             continue
-        start = round(max(_clamp(start, duration), previous_end), 3)
-        end = round(max(_clamp(end, duration), start), 3)
+        start = round(max(_clamp(start, 0.0, duration), previous_end), 3)
+        end = round(max(_clamp(end, 0.0, duration), start), 3)
         confidence = min(1.0, max(0.0, float(probability))) if probability == probability else 0.0  # NaN -> 0
         words.append(WordOut(word=text, start=start, end=end, probability=round(confidence, 4)))
         previous_end = end
     return words
 
 
-def _clamp(value: float, duration: float) -> float:
-    return min(max(float(value), 0.0), max(duration, 0.0))
+def tail_words(text: str, limit: int) -> str:
+    """The end of `text`, at most `limit` characters, starting at a word boundary when cut."""
+    if len(text) <= limit:
+        return text
+    tail = text[-limit:]
+    return tail.split(" ", 1)[-1] if " " in tail else tail
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    return min(max(float(value), low), max(high, low))

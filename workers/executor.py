@@ -7,35 +7,39 @@ Two limits, two mechanisms:
   wait in the queue; :meth:`CheckpointExecutor.admit` counts them (``in_flight``, announced in the
   registry) and refuses an admission beyond the limit as a safety net.
 - **Lanes** (``HARK_ENGINE_WORKERS``): engine calls that run at once. Admitted requests
-  :meth:`~CheckpointExecutor.submit` their audio and get a :class:`~concurrent.futures.Future`;
-  a dispatcher with ``lanes`` threads runs them.
+  :meth:`~CheckpointExecutor.submit` their *encoded* audio and get a :class:`Submission`; ``lanes``
+  dispatcher threads run them. The audio is decoded by the engine on the lane, a bounded window at a
+  time, so the many requests that only wait hold their compressed bytes, never decoded samples.
 
-Callers only see ``admit()`` / ``submit() -> Future`` / ``run()``. Cross-request batching can later
-replace the dispatcher (collect the queued submissions for a few milliseconds, run them as one
-batch, resolve each future) without changing tasks or the API.
+Each submission has a :class:`CancelToken` the engine checks between windows and segments. Its time
+budget (``timeout``) starts when a lane starts running it, not while it waits for one; past it the
+waiter gets :class:`SubmissionTimeout` at once and the engine stops at its next check, freeing the lane.
+:meth:`CheckpointExecutor.begin_drain` (worker shutdown) fails waiting submissions at once and cancels
+running ones after a grace period, both with :class:`ExecutorDraining`.
+
+Callers only see ``admit()`` / ``submit() -> Submission`` / ``run()``. Cross-request batching can later
+replace the dispatcher (collect the queued submissions for a few milliseconds, run them as one batch,
+resolve each future) without changing tasks or the API.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
-from typing import Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Protocol
 
 from hark.schemas import TranscriptionOptions
 from workers.transcript import Transcript
 
+if TYPE_CHECKING:
+    from workers.audio import AudioSource
+
 logger = logging.getLogger(__name__)
-
-
-class Engine(Protocol):
-    """What the executor needs from an engine (see :class:`workers.engine.WhisperEngine`)."""
-
-    def transcribe(self, samples: np.ndarray, options: TranscriptionOptions) -> Transcript: ...
 
 
 class SlotsExhausted(RuntimeError):
@@ -46,6 +50,143 @@ class ExecutorClosed(RuntimeError):
     """The executor is shutting down and takes no new work."""
 
 
+class ExecutorDraining(RuntimeError):
+    """The worker is draining (shutdown): the submission was refused, not started, or cut after the grace."""
+
+
+class SubmissionTimeout(TimeoutError):
+    """The engine call ran longer than its time budget (counted from the moment a lane started it)."""
+
+
+class SubmissionCancelled(RuntimeError):
+    """The caller cancelled the submission."""
+
+
+class CancelToken:
+    """Cooperative cancellation of one engine call: the engine calls :meth:`check` between steps.
+
+    The first reason wins: a token cancelled for a timeout stays a timeout if a drain comes later.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._error: Exception | None = None
+        self._deadline: float | None = None
+        self._budget = 0.0
+
+    def cancel(self, error: Exception) -> bool:
+        """Ask the engine to stop; :meth:`check` will raise `error`. False if already cancelled."""
+        with self._lock:
+            if self._error is not None:
+                return False
+            self._error = error
+            return True
+
+    def expire_after(self, seconds: float) -> None:
+        """Cancel with :class:`SubmissionTimeout` once `seconds` have passed from now."""
+        with self._lock:
+            self._budget = seconds
+            self._deadline = time.monotonic() + seconds
+
+    @property
+    def cancelled(self) -> bool:
+        """True once cancelled or past the deadline."""
+        self._expire_if_due()
+        return self._error is not None
+
+    def check(self) -> None:
+        """Return if the call may go on.
+
+        Raises:
+            Exception: The cancellation's error (:class:`SubmissionTimeout`, :class:`ExecutorDraining`...).
+        """
+        self._expire_if_due()
+        error = self._error
+        if error is not None:
+            raise error
+
+    def _expire_if_due(self) -> None:
+        deadline = self._deadline
+        if deadline is not None and self._error is None and time.monotonic() >= deadline:
+            self.cancel(SubmissionTimeout(f"the engine call ran past its budget of {self._budget:g} s"))
+
+
+class Engine(Protocol):
+    """What the executor needs from an engine (see :class:`workers.engine.WhisperEngine`)."""
+
+    def transcribe(self, audio: AudioSource, options: TranscriptionOptions, cancel: CancelToken) -> Transcript: ...
+
+
+class Submission:
+    """One transcription queued on the lanes: its future, its cancel token and when a lane started it."""
+
+    def __init__(self, audio: AudioSource, options: TranscriptionOptions, timeout: float | None) -> None:
+        self.audio: AudioSource | None = audio
+        self.options = options
+        self.timeout = timeout
+        self.token = CancelToken()
+        self.future: Future[Transcript] = Future()
+        self.started_at: float | None = None
+        """``time.monotonic()`` when a lane took it (None while waiting, or if it never ran)."""
+        self._started = threading.Event()
+        self._lock = threading.Lock()
+        self.future.add_done_callback(lambda _future: self._started.set())  # wakes waiters of a never-run one
+
+    def result(self) -> Transcript:
+        """Wait for a lane (as long as it takes), then at most ``timeout`` seconds for the transcript.
+
+        Raises:
+            SubmissionTimeout: The call ran past ``timeout``; its token is cancelled so the lane frees itself.
+            ExecutorDraining: The worker drained before or while it ran.
+            AudioError: The audio is unusable (found while decoding on the lane).
+        """
+        self._started.wait()
+        if self.timeout is None or self.started_at is None:
+            return self.future.result()
+        remaining = self.started_at + self.timeout - time.monotonic()
+        try:
+            return self.future.result(timeout=max(0.0, remaining))
+        except FutureTimeout:
+            error = SubmissionTimeout(f"the engine call ran past its budget of {self.timeout:g} s")
+            self.token.cancel(error)
+            self.finish(error=error)
+            raise error from None
+
+    def cancel(self, error: Exception | None = None) -> None:
+        """Stop it: not started yet, it never runs; running, the engine stops at its next check."""
+        error = error or SubmissionCancelled("the submission was cancelled")
+        self.token.cancel(error)
+        self.finish(error=error)
+
+    def finish(self, result: Transcript | None = None, error: BaseException | None = None) -> bool:
+        """Resolve the future once (later outcomes are dropped); True if this call resolved it."""
+        with self._lock:
+            if self.future.done():
+                return False
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(result)  # type: ignore[arg-type]
+            return True
+
+    def release(self) -> None:
+        """Drop the audio (close its decoder) once nothing will read it."""
+        audio, self.audio = self.audio, None
+        if audio is not None:
+            audio.close()
+
+    def _start(self) -> bool:
+        """Called by the lane: False if it was resolved (cancelled, drained) while waiting."""
+        with self._lock:
+            if self.future.done() or not self.future.set_running_or_notify_cancel():
+                return False
+            self.started_at = time.monotonic()
+            if self.timeout is not None:
+                self.token.expire_after(self.timeout)
+        self._started.set()
+        return True
+
+
 class CheckpointExecutor:
     """Admission slots and inference lanes of one loaded checkpoint.
 
@@ -53,7 +194,7 @@ class CheckpointExecutor:
 
         with CheckpointExecutor(engine, slots=64, lanes=2) as executor:
             with executor.admit():
-                transcript = executor.submit(samples, options).result()
+                transcript = executor.submit(EncodedAudio(data, max_seconds), options, timeout=600).result()
     """
 
     def __init__(self, engine: Engine, slots: int, lanes: int) -> None:
@@ -68,7 +209,10 @@ class CheckpointExecutor:
         self._peak_in_flight = 0
         self._peak_running = 0
         self._closed = False
-        self._lane_gate = threading.BoundedSemaphore(lanes)
+        self._draining = False
+        self._waiting: set[Submission] = set()
+        self._active: set[Submission] = set()
+        self._drain_timer: threading.Timer | None = None
         self._dispatcher = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="hark-lane")
 
     # --- counters ---------------------------------------------------------------------------------
@@ -94,10 +238,15 @@ class CheckpointExecutor:
         with self._lock:
             return self._peak_running
 
+    @property
+    def draining(self) -> bool:
+        with self._lock:
+            return self._draining
+
     # --- admission --------------------------------------------------------------------------------
     @contextmanager
     def admit(self) -> Iterator[None]:
-        """Hold one slot for the duration of a request (fetching, decoding and transcribing).
+        """Hold one slot for the duration of a request (fetching, waiting for a lane, transcribing).
 
         Raises:
             SlotsExhausted: Every slot is taken.
@@ -117,36 +266,110 @@ class CheckpointExecutor:
                 self._in_flight -= 1
 
     # --- inference --------------------------------------------------------------------------------
-    def submit(self, samples: np.ndarray, options: TranscriptionOptions) -> Future[Transcript]:
-        """Queue one transcription on the lanes; the future resolves to its transcript.
+    def submit(self, audio: AudioSource, options: TranscriptionOptions, *, timeout: float | None = None) -> Submission:
+        """Queue one transcription on the lanes.
 
         The caller should hold a slot (:meth:`admit`); :meth:`run` does both.
-        """
-        if self._closed:
-            raise ExecutorClosed("the executor is closed")
-        return self._dispatcher.submit(self._execute, samples, options)
 
-    def run(self, samples: np.ndarray, options: TranscriptionOptions) -> Transcript:
+        Args:
+            audio: The audio, still encoded (decoded by the engine on the lane).
+            options: Language, detection set, word timestamps, keywords.
+            timeout: Seconds the engine call may run once a lane starts it (None: no limit).
+
+        Returns:
+            The submission; :meth:`Submission.result` waits for the transcript.
+
+        Raises:
+            ExecutorClosed: The executor is closed.
+            ExecutorDraining: The worker is draining.
+        """
+        with self._lock:
+            if self._closed:
+                raise ExecutorClosed("the executor is closed")
+            if self._draining:
+                raise ExecutorDraining("the worker is shutting down and takes no new work")
+            submission = Submission(audio, options, timeout)
+            self._waiting.add(submission)
+        self._dispatcher.submit(self._execute, submission)
+        return submission
+
+    def run(self, audio: AudioSource, options: TranscriptionOptions, *, timeout: float | None = None) -> Transcript:
         """Admit, transcribe and wait: the one-call form of :meth:`admit` + :meth:`submit`."""
         with self.admit():
-            return self.submit(samples, options).result()
+            return self.submit(audio, options, timeout=timeout).result()
 
-    def _execute(self, samples: np.ndarray, options: TranscriptionOptions) -> Transcript:
-        with self._lane_gate:
+    def _execute(self, submission: Submission) -> None:
+        with self._lock:
+            self._waiting.discard(submission)
+            if not submission._start():
+                submission.release()
+                return
+            self._active.add(submission)
+            self._running += 1
+            self._peak_running = max(self._peak_running, self._running)
+        try:
+            assert submission.audio is not None
+            transcript = self.engine.transcribe(submission.audio, submission.options, submission.token)
+        except BaseException as error:
+            submission.finish(error=error)
+        else:
+            submission.finish(result=transcript)
+        finally:
+            submission.release()
             with self._lock:
-                self._running += 1
-                self._peak_running = max(self._peak_running, self._running)
-            try:
-                return self.engine.transcribe(samples, options)
-            finally:
-                with self._lock:
-                    self._running -= 1
+                self._running -= 1
+                self._active.discard(submission)
 
     # --- lifecycle --------------------------------------------------------------------------------
+    def begin_drain(self, grace_seconds: float) -> None:
+        """Stop taking work: fail the waiting submissions now, cancel the running ones after `grace_seconds`.
+
+        From now on :meth:`submit` raises :class:`ExecutorDraining`; submissions not started yet fail
+        at once with it; those still running when the grace period ends are cancelled through their
+        token and fail with it (their lane frees itself at the engine's next check).
+
+        Args:
+            grace_seconds: How long running engine calls may go on finishing.
+        """
+        with self._lock:
+            if self._draining:
+                return
+            self._draining = True
+            waiting = list(self._waiting)
+            self._waiting.clear()
+        for submission in waiting:
+            submission.cancel(ExecutorDraining("the worker is shutting down; the job did not start"))
+            submission.release()
+        logger.info("draining: %d waiting submission(s) failed, %d running get %.1f s", len(waiting),
+                    self.running, grace_seconds)  # fmt: skip
+        if grace_seconds <= 0:
+            self._cancel_running()
+            return
+        timer = threading.Timer(grace_seconds, self._cancel_running)
+        timer.daemon = True
+        timer.name = "hark-drain"
+        self._drain_timer = timer
+        timer.start()
+
+    def _cancel_running(self) -> None:
+        with self._lock:
+            active = list(self._active)
+        for submission in active:
+            submission.cancel(ExecutorDraining("the worker is shutting down; the job outlived the grace period"))
+        if active:
+            logger.warning("drain grace period over: cancelled %d running submission(s)", len(active))
+
     def close(self, wait: bool = True) -> None:
-        """Take no new work; with `wait`, let submitted work finish first."""
+        """Take no new work; with `wait`, let submitted work finish first, else fail what has not started."""
         with self._lock:
             self._closed = True
+            waiting = [] if wait else list(self._waiting)
+            self._waiting.difference_update(waiting)
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        for submission in waiting:  # their queued lane calls are dropped below: nobody would resolve them
+            submission.cancel(ExecutorClosed("the executor closed before the job started"))
+            submission.release()
         self._dispatcher.shutdown(wait=wait, cancel_futures=not wait)
 
     def __enter__(self) -> CheckpointExecutor:

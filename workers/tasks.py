@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import redis
@@ -23,10 +22,10 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, stop_af
 
 from hark.queues import TASK_DELIVER_WEBHOOK, TASK_TRANSCRIBE, webhook_queue
 from hark.schemas import JobFailure, Metadata, TranscribeTask, TranscriptionResponse, Utterance, Word
-from workers.audio import AudioError, decode_audio
+from workers.audio import AudioError, EncodedAudio
 from workers.celery_app import app
 from workers.context import WorkerContext, current
-from workers.executor import SlotsExhausted
+from workers.executor import SlotsExhausted, SubmissionTimeout
 from workers.transcript import Transcript
 
 logger = logging.getLogger(__name__)
@@ -94,18 +93,16 @@ def handle_transcription(context: WorkerContext, task: TranscribeTask, *, redeli
                     message="the uploaded audio is no longer stored (it expired after HARK_AUDIO_TTL_SECONDS "
                             "before a worker could take the job); send the request again",
                 ), log_extra)  # fmt: skip
+            # The lane decodes the bytes window by window: a request waiting for a lane holds only them.
+            submission = executor.submit(EncodedAudio(audio, context.settings.max_audio_seconds), task.options,
+                                         timeout=context.settings.job_timeout_seconds)  # fmt: skip
+            del audio
             try:
-                decoded = decode_audio(audio, context.settings.max_audio_seconds)
+                transcript = submission.result()  # the time budget runs from the lane's start, not the wait
             except AudioError as error:
                 return _finish_failed(context, task, JobFailure(code=error.code, message=error.message,
                                                                 http_status=400), log_extra)  # fmt: skip
-            del audio
-            future = executor.submit(decoded.samples, task.options)
-            budget = context.settings.job_timeout_seconds - (time.perf_counter() - started)
-            try:
-                transcript = future.result(timeout=max(0.0, budget))
-            except FutureTimeout:
-                future.cancel()  # a call already running finishes in the background; its result is dropped
+            except SubmissionTimeout:  # the token is cancelled: the engine stops and frees its lane
                 return _finish_failed(context, task, JobFailure(
                     code="job_timeout", http_status=500,
                     message=f"the transcription took longer than {context.settings.job_timeout_seconds} s "

@@ -8,6 +8,7 @@ import random
 import shutil
 import struct
 import subprocess
+import time
 import wave
 from pathlib import Path
 
@@ -89,3 +90,25 @@ def test_other_containers(tmp_path: Path, suffix: str) -> None:
         pytest.skip(f"sox cannot write {suffix}: {result.stderr.decode()[:200]}")
     info = probe_audio(target.read_bytes(), 60)
     assert info.duration == pytest.approx(1.0, abs=0.1)
+
+
+# --- hostile containers: demuxers that do I/O must never be reached ---------------------------------
+
+SDP_BODY = b"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 5004 RTP/AVP 0\n"
+
+
+def test_sdp_is_refused_at_once_without_binding_ports() -> None:
+    started = time.perf_counter()
+    error = rejected(SDP_BODY)
+    assert time.perf_counter() - started < 0.5, "the SDP demuxer was reached (it binds UDP ports and waits)"
+    assert error.details[0]["code"] == "unsupported_container"
+    assert "wav" in error.message and "flac" in error.message
+
+
+def test_ffconcat_is_refused_and_never_reads_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the concat demuxer resolves relative paths against the working directory
+    (tmp_path / "real.wav").write_bytes(make_wav(2.0))
+    started = time.perf_counter()
+    error = rejected(b"ffconcat version 1.0\nfile 'real.wav'\n")
+    assert time.perf_counter() - started < 0.5
+    assert error.details[0]["code"] == "unsupported_container", error.details

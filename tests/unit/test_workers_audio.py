@@ -124,3 +124,25 @@ def test_decoding_is_linear(audio: AudioFactory) -> None:
         decode_audio(data, 3600)
         timings.append(time.perf_counter() - started)
     assert timings[1] < timings[0] * 10 * 3 + 0.5, timings  # 10x the audio, well under 30x the time
+
+
+# --- hostile containers -------------------------------------------------------------------------------
+
+SDP_BODY = b"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 5004 RTP/AVP 0\n"
+
+
+def test_sdp_is_refused_at_once() -> None:
+    started = time.perf_counter()
+    error = _error(SDP_BODY)
+    assert time.perf_counter() - started < 0.5, "the SDP demuxer was reached (it binds UDP ports and waits)"
+    assert error.code == "unsupported_container" and "flac" in error.message
+
+
+def test_ffconcat_never_reads_the_file_it_names(audio: AudioFactory, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # the concat demuxer resolves relative paths against the working directory
+    (tmp_path / "real.wav").write_bytes(audio.english(1).read_bytes())
+    started = time.perf_counter()
+    error = _error(b"ffconcat version 1.0\nfile 'real.wav'\n")  # before the allow-list: real.wav's audio
+    assert time.perf_counter() - started < 0.5
+    assert error.code == "unsupported_container"

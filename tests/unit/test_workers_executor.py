@@ -1,4 +1,5 @@
-"""workers.executor: slot admission and lane concurrency, with a fake engine (pure logic)."""
+"""workers.executor: slot admission, lane concurrency, time budgets, cancellation and draining, with fake
+engines (pure logic)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,32 @@ import numpy as np
 import pytest
 
 from hark.schemas import TranscriptionOptions
-from workers.executor import CheckpointExecutor, ExecutorClosed, SlotsExhausted
+from tests.audio import AudioFactory
+from workers.audio import AudioSource, EncodedAudio, PcmAudio
+from workers.executor import (
+    CancelToken,
+    CheckpointExecutor,
+    ExecutorClosed,
+    ExecutorDraining,
+    SlotsExhausted,
+    SubmissionCancelled,
+    SubmissionTimeout,
+)
 from workers.transcript import Transcript
 
 OPTIONS = TranscriptionOptions(language="en")
-SAMPLES = np.zeros(1600, dtype=np.float32)
+
+
+def pcm() -> PcmAudio:
+    """0.1 s of silence (a fresh source per call: a source is read once)."""
+    return PcmAudio(np.zeros(1600, dtype=np.float32))
+
+
+def read_all(audio: AudioSource) -> int:
+    total = 0
+    while piece := audio.read(16000).size:
+        total += piece
+    return total
 
 
 class FakeEngine:
@@ -28,7 +50,7 @@ class FakeEngine:
         self.max_active = 0
         self.calls = 0
 
-    def transcribe(self, samples: np.ndarray, options: TranscriptionOptions) -> Transcript:
+    def transcribe(self, audio: AudioSource, options: TranscriptionOptions, cancel: CancelToken) -> Transcript:
         with self.lock:
             self.active += 1
             self.calls += 1
@@ -38,7 +60,7 @@ class FakeEngine:
             if self.fail:
                 raise RuntimeError("engine broke")
             return Transcript(text="ok", language=options.language or "en", language_probability=1.0,
-                              duration=len(samples) / 16000)  # fmt: skip
+                              duration=read_all(audio) / 16000)  # fmt: skip
         finally:
             with self.lock:
                 self.active -= 1
@@ -46,7 +68,7 @@ class FakeEngine:
 
 def test_run_returns_the_transcript_and_frees_the_slot() -> None:
     with CheckpointExecutor(FakeEngine(0), slots=2, lanes=1) as executor:
-        transcript = executor.run(SAMPLES, OPTIONS)
+        transcript = executor.run(pcm(), OPTIONS)
         assert transcript.text == "ok" and transcript.duration == pytest.approx(0.1)
         assert executor.in_flight == 0 and executor.running == 0
 
@@ -54,7 +76,7 @@ def test_run_returns_the_transcript_and_frees_the_slot() -> None:
 def test_lanes_bound_concurrent_engine_calls() -> None:
     engine = FakeEngine(0.05)
     with CheckpointExecutor(engine, slots=8, lanes=2) as executor, ThreadPoolExecutor(8) as callers:
-        results = list(callers.map(lambda _: executor.run(SAMPLES, OPTIONS), range(8)))
+        results = list(callers.map(lambda _: executor.run(pcm(), OPTIONS), range(8)))
     assert [r.text for r in results] == ["ok"] * 8
     assert engine.calls == 8
     assert engine.max_active == 2 and executor.peak_running == 2
@@ -79,7 +101,7 @@ def test_in_flight_counts_admitted_requests_across_threads() -> None:
     seen: list[int] = []
     try:
         with ThreadPoolExecutor(3) as callers:
-            futures = [callers.submit(executor.run, SAMPLES, OPTIONS) for _ in range(3)]
+            futures = [callers.submit(lambda: executor.run(pcm(), OPTIONS)) for _ in range(3)]
             deadline = time.monotonic() + 2
             while time.monotonic() < deadline and not all(f.done() for f in futures):
                 seen.append(executor.in_flight)
@@ -94,25 +116,148 @@ def test_in_flight_counts_admitted_requests_across_threads() -> None:
 def test_engine_errors_reach_the_caller_and_release_everything() -> None:
     with CheckpointExecutor(FakeEngine(0, fail=True), slots=1, lanes=1) as executor:
         with pytest.raises(RuntimeError, match="engine broke"):
-            executor.run(SAMPLES, OPTIONS)
+            executor.run(pcm(), OPTIONS)
         assert executor.in_flight == 0 and executor.running == 0
 
 
-def test_submit_returns_a_future() -> None:
+def test_submit_returns_a_submission_with_a_future() -> None:
     with CheckpointExecutor(FakeEngine(0.01), slots=4, lanes=2) as executor, executor.admit():
-        futures = [executor.submit(SAMPLES, OPTIONS) for _ in range(3)]
-        assert all(f.result(timeout=5).text == "ok" for f in futures)
+        submissions = [executor.submit(pcm(), OPTIONS) for _ in range(3)]
+        assert all(s.future.result(timeout=5).text == "ok" for s in submissions)
 
 
 def test_closed_executor_takes_no_work() -> None:
     executor = CheckpointExecutor(FakeEngine(0), slots=1, lanes=1)
     executor.close()
     with pytest.raises(ExecutorClosed):
-        executor.run(SAMPLES, OPTIONS)
+        executor.run(pcm(), OPTIONS)
     with pytest.raises(ExecutorClosed):
-        executor.submit(SAMPLES, OPTIONS)
+        executor.submit(pcm(), OPTIONS)
 
 
 def test_bad_limits() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         CheckpointExecutor(FakeEngine(), slots=0, lanes=1)
+
+
+class StepEngine:
+    """Works in `steps` steps of `step` seconds, checking the token between them (as the real engine does
+    between windows and segments); records when calls start and end."""
+
+    def __init__(self, steps: int, step: float = 0.02) -> None:
+        self.steps = steps
+        self.step = step
+        self.started: list[float] = []
+        self.ended: list[float] = []
+
+    def transcribe(self, audio: AudioSource, options: TranscriptionOptions, cancel: CancelToken) -> Transcript:
+        self.started.append(time.monotonic())
+        try:
+            for _ in range(self.steps):
+                cancel.check()
+                time.sleep(self.step)
+            return Transcript(text="done", language="en", language_probability=1.0, duration=read_all(audio) / 16000)
+        finally:
+            self.ended.append(time.monotonic())
+
+
+def test_the_time_budget_starts_when_a_lane_runs_the_submission() -> None:
+    engine = StepEngine(steps=15)  # 0.3 s per call
+    with CheckpointExecutor(engine, slots=4, lanes=1) as executor:
+        first = executor.submit(pcm(), OPTIONS, timeout=0.6)
+        second = executor.submit(pcm(), OPTIONS, timeout=0.6)  # waits ~0.3 s, then runs ~0.3 s: within budget
+        assert first.result().text == "done" and second.result().text == "done"
+        assert second.started_at is not None and first.started_at is not None
+        assert second.started_at - first.started_at >= 0.25
+
+
+def test_a_timed_out_call_stops_and_frees_its_lane() -> None:
+    engine = StepEngine(steps=500)  # 10 s if nothing stops it
+    with CheckpointExecutor(engine, slots=2, lanes=1) as executor:
+        started = time.monotonic()
+        with pytest.raises(SubmissionTimeout):
+            executor.submit(pcm(), OPTIONS, timeout=0.2).result()
+        assert time.monotonic() - started < 1.0
+        deadline = time.monotonic() + 1.0
+        while executor.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert executor.running == 0, "the timed-out engine call still holds its lane"
+        assert engine.ended[0] - engine.started[0] < 0.5
+
+
+def test_the_engine_stops_at_its_deadline_even_if_nobody_waits() -> None:
+    engine = StepEngine(steps=500)
+    with CheckpointExecutor(engine, slots=2, lanes=1) as executor:
+        submission = executor.submit(pcm(), OPTIONS, timeout=0.2)
+        with pytest.raises(SubmissionTimeout):
+            submission.future.result(timeout=2)
+        assert engine.ended[0] - engine.started[0] < 0.5
+
+
+def test_cancelling_a_waiting_submission_means_it_never_runs() -> None:
+    engine = StepEngine(steps=10)
+    with CheckpointExecutor(engine, slots=4, lanes=1) as executor:
+        running = executor.submit(pcm(), OPTIONS)
+        waiting = executor.submit(pcm(), OPTIONS)
+        waiting.cancel()
+        with pytest.raises(SubmissionCancelled):
+            waiting.result()
+        assert running.result().text == "done"
+    assert len(engine.started) == 1
+
+
+def test_waiting_submissions_do_not_open_their_decoder(audio: AudioFactory) -> None:
+    data = audio.silence(5.0).read_bytes()
+    gate = threading.Event()
+
+    class GatedEngine:
+        def transcribe(self, source: AudioSource, options: TranscriptionOptions, cancel: CancelToken) -> Transcript:
+            gate.wait(5)
+            return Transcript(text="", language="en", language_probability=1.0, duration=read_all(source) / 16000)
+
+    with CheckpointExecutor(GatedEngine(), slots=4, lanes=1) as executor:
+        sources = [EncodedAudio(data, 60) for _ in range(3)]
+        submissions = [executor.submit(source, OPTIONS) for source in sources]
+        time.sleep(0.1)
+        assert not any(source.opened for source in sources), "nothing is decoded before a lane reads it"
+        gate.set()
+        assert [s.result().duration for s in submissions] == [pytest.approx(5.0)] * 3
+
+
+# --- draining ----------------------------------------------------------------------------------------
+
+
+def test_drain_fails_waiting_submissions_at_once_and_refuses_new_ones() -> None:
+    engine = StepEngine(steps=10)  # 0.2 s
+    with CheckpointExecutor(engine, slots=4, lanes=1) as executor:
+        running = executor.submit(pcm(), OPTIONS)
+        waiting = [executor.submit(pcm(), OPTIONS) for _ in range(2)]
+        while not engine.started:
+            time.sleep(0.005)
+        started = time.monotonic()
+        executor.begin_drain(grace_seconds=5.0)
+        for submission in waiting:
+            with pytest.raises(ExecutorDraining):
+                submission.result()
+        assert time.monotonic() - started < 0.1
+        with pytest.raises(ExecutorDraining):
+            executor.submit(pcm(), OPTIONS)
+        assert running.result().text == "done", "a call finishing within the grace period keeps its result"
+    assert len(engine.started) == 1
+
+
+def test_drain_cancels_calls_still_running_after_the_grace_period() -> None:
+    engine = StepEngine(steps=500)  # 10 s
+    with CheckpointExecutor(engine, slots=2, lanes=1) as executor:
+        running = executor.submit(pcm(), OPTIONS, timeout=60)
+        while not engine.started:
+            time.sleep(0.005)
+        started = time.monotonic()
+        executor.begin_drain(grace_seconds=0.3)
+        with pytest.raises(ExecutorDraining):
+            running.result()
+        assert 0.25 <= time.monotonic() - started < 1.0
+        deadline = time.monotonic() + 1.0
+        while executor.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert executor.running == 0 and engine.ended, "the drained call still holds its lane"

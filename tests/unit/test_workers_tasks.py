@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import fakeredis
-import numpy as np
 import pytest
 from celery.exceptions import Reject
 
@@ -23,11 +23,20 @@ from hark.schemas import (
 from hark.settings import load_settings
 from tests.audio import AudioFactory
 from workers import tasks
+from workers.audio import AudioSource
 from workers.context import WorkerContext, make_store
-from workers.executor import CheckpointExecutor
+from workers.executor import CancelToken, CheckpointExecutor
 from workers.transcript import SegmentOut, Transcript, WordOut
 
 CHECKPOINT = CheckpointInfo(name="whisper-tiny-en", version="1.0.0", languages=["en"], multilingual=False)
+
+
+def read_all(audio: AudioSource) -> int:
+    """Decode the whole source (in bounded pieces, as the real engine does); the sample count."""
+    total = 0
+    while size := audio.read(16000).size:
+        total += size
+    return total
 
 
 class FakeEngine:
@@ -35,11 +44,11 @@ class FakeEngine:
         self.fail = fail
         self.seen: list[TranscriptionOptions] = []
 
-    def transcribe(self, samples: np.ndarray, options: TranscriptionOptions) -> Transcript:
+    def transcribe(self, audio: AudioSource, options: TranscriptionOptions, cancel: CancelToken) -> Transcript:
         self.seen.append(options)
         if self.fail:
             raise RuntimeError("boom")
-        duration = len(samples) / 16000
+        duration = read_all(audio) / 16000
         return Transcript(text="hello world", language="en", language_probability=1.0, duration=duration,
                           segments=[SegmentOut("hello world", 0.0, 0.9)],
                           words=[WordOut("hello", 0.0, 0.4, 0.9), WordOut("world", 0.4, 0.9, 0.8)])  # fmt: skip
@@ -170,9 +179,9 @@ def test_misrouted_job(context: WorkerContext, sent: list) -> None:
 
 def test_job_over_the_time_limit_is_answered(context: WorkerContext, audio: AudioFactory, sent: list) -> None:
     class SlowEngine(FakeEngine):
-        def transcribe(self, samples: np.ndarray, options: TranscriptionOptions) -> Transcript:
+        def transcribe(self, audio: AudioSource, options: TranscriptionOptions, cancel: CancelToken) -> Transcript:
             time.sleep(0.5)
-            return super().transcribe(samples, options)
+            return super().transcribe(audio, options, cancel)
 
     # model_copy skips validation: 0.2 s is below the setting's floor, to keep the test short.
     context.settings = context.settings.model_copy(update={"job_timeout_seconds": 0.2})
@@ -182,3 +191,63 @@ def test_job_over_the_time_limit_is_answered(context: WorkerContext, audio: Audi
     error = (context.store.get("req_1") or {})["error"]
     assert error["code"] == "job_timeout" and "HARK_JOB_TIMEOUT_SECONDS" in error["message"]
     context.executor.close()
+
+
+class SteppingEngine(FakeEngine):
+    """Takes `steps` × 20 ms, checking the cancel token between steps as the real engine does between
+    windows and segments."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+        self.finished_at: list[float] = []
+
+    def transcribe(self, audio: AudioSource, options: TranscriptionOptions,
+                   cancel: CancelToken | None = None) -> Transcript:  # fmt: skip
+        try:
+            for _ in range(self.steps):
+                if cancel is not None:
+                    cancel.check()
+                time.sleep(0.02)
+            return super().transcribe(audio, options, cancel)  # type: ignore[arg-type]
+        finally:
+            self.finished_at.append(time.monotonic())
+
+
+def test_waiting_for_a_lane_does_not_count_against_the_job_timeout(context: WorkerContext, audio: AudioFactory,
+                                                                   sent: list) -> None:  # fmt: skip
+    # model_copy skips validation: 0.6 s is below the setting's floor, to keep the test short.
+    context.settings = context.settings.model_copy(update={"job_timeout_seconds": 0.6})
+    context.executor = CheckpointExecutor(SteppingEngine(steps=20), slots=2, lanes=1)  # 0.4 s per job
+    data = audio.english(1).read_bytes()
+    first, second = _submit(context, data, "req_a", language="en"), _submit(context, data, "req_b", language="en")
+    with ThreadPoolExecutor(2) as callers:
+        outcomes = list(callers.map(lambda task: tasks.handle_transcription(context, task), [first, second]))
+    # The second job waits ~0.4 s for the lane, then runs 0.4 s: within its 0.6 s, which starts on the lane.
+    assert outcomes == ["success", "success"], [context.store.get(r) for r in ("req_a", "req_b")]
+    context.executor.close()
+
+
+def test_a_timed_out_job_frees_its_lane(context: WorkerContext, audio: AudioFactory, sent: list) -> None:
+    context.settings = context.settings.model_copy(update={"job_timeout_seconds": 0.2})
+    engine = SteppingEngine(steps=250)  # 5 s unless cancelled
+    context.executor = CheckpointExecutor(engine, slots=1, lanes=1)
+    task = _submit(context, audio.english(1).read_bytes(), language="en")
+    assert tasks.handle_transcription(context, task) == "failed"
+    assert (context.store.get("req_1") or {})["error"]["code"] == "job_timeout"
+    answered = time.monotonic()
+    while context.executor.running and time.monotonic() < answered + 1.0:
+        time.sleep(0.01)
+    assert context.executor.running == 0, "the timed-out engine call still burns its lane"
+    assert engine.finished_at and engine.finished_at[0] - answered < 0.5
+    context.executor.close()
+
+
+def test_a_container_outside_the_allow_list_is_a_400_in_milliseconds(context: WorkerContext, sent: list) -> None:
+    sdp = b"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 5004 RTP/AVP 0\n"
+    task = _submit(context, sdp, language="en")
+    started = time.perf_counter()
+    assert tasks.handle_transcription(context, task) == "failed"
+    assert time.perf_counter() - started < 0.5
+    error = (context.store.get("req_1") or {})["error"]
+    assert error["http_status"] == 400 and error["code"] == "unsupported_container"
