@@ -14,7 +14,7 @@ from hark.settings import ConfigError, load_settings
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="hark transcribe", description=__doc__)
-    parser.add_argument("file", type=Path, help="audio file (wav, mp3, flac, ogg, m4a, webm...)")
+    parser.add_argument("file", type=Path, help="audio file (wav, mp3, flac, ogg, m4a, webm, aac)")
     parser.add_argument("--url", help="API base URL (default http://127.0.0.1:$HARK_API_PORT)")
     parser.add_argument("--language", default="en", help="ISO 639-1 code, or multi for detection")
     parser.add_argument("--model", default="pulse", help="pulse, pulse-pro or a checkpoint name")

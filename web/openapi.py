@@ -14,6 +14,7 @@ from flask import Blueprint, Response, jsonify
 from pydantic.json_schema import models_json_schema
 
 from hark import __version__
+from hark.audio_formats import ALLOWED_DESCRIPTION
 from hark.schemas import ErrorBody, TranscriptionResponse
 from web.params import STT_PARAMS, ParamSpec
 
@@ -73,7 +74,8 @@ def _transcribe_operation(summary: str, operation_id: str, *, model_required: bo
         "parameters": query_parameters(model_required=model_required),
         "requestBody": {
             "required": True,
-            "description": "The raw audio file (wav, mp3, flac, ogg/opus, m4a, webm...); chunked uploads work.",
+            "description": f"The raw audio file ({ALLOWED_DESCRIPTION}; any other container is a 400 "
+                           "unsupported_container); chunked uploads work.",
             "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
         },
         "responses": {
