@@ -16,6 +16,7 @@ import redis
 from celery import Celery
 from flask import Flask, Response, current_app, g
 
+from hark.broker import celery_settings
 from hark.jobs import JobStore
 from hark.settings import Settings, get_settings
 from web.errors import current_request_id, new_request_id, register_error_handlers
@@ -65,14 +66,7 @@ def make_celery(settings: Settings) -> Celery:
     """A Celery app that only sends tasks (by name) to this deployment's queues."""
     app = Celery("hark-api")
     app.config_from_object("celeryconfig")
-    app.conf.update(
-        broker_url=settings.redis_url,
-        result_backend=settings.redis_url,
-        broker_transport_options={
-            **(app.conf.broker_transport_options or {}),
-            "visibility_timeout": settings.broker_visibility_timeout,
-        },
-    )
+    app.conf.update(celery_settings(settings))  # this deployment's broker keys, as the workers use them
     return app
 
 
