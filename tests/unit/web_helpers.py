@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from hark import registry
+from hark.broker import queue_key
 from hark.queues import transcribe_queue
 from hark.schemas import CheckpointInfo, InstanceRecord, Metadata, TranscriptionResponse
 from hark.settings import load_settings
@@ -126,8 +127,15 @@ class Background:
 
 
 def queued_messages(redis_client: redis.Redis, deployment: str, checkpoint: str) -> list[dict[str, Any]]:
-    """The Celery messages waiting on a transcribe queue (kombu's Redis list, base64 JSON bodies)."""
-    raw = redis_client.lrange(transcribe_queue(deployment, checkpoint), 0, -1)
+    """The Celery messages waiting on a transcribe queue (kombu's Redis list, base64 JSON bodies).
+
+    Waits up to 5 s for the first one: the API creates the job just before it sends the task.
+    """
+    key = queue_key(deployment, transcribe_queue(deployment, checkpoint))
+    deadline = time.monotonic() + 5
+    while not redis_client.llen(key) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    raw = redis_client.lrange(key, 0, -1)
     messages = []
     for item in raw:
         message = json.loads(item)
