@@ -46,6 +46,10 @@ class ExecutorClosed(RuntimeError):
     """The executor is shutting down and takes no new work."""
 
 
+class ExecutorDraining(RuntimeError):
+    """The worker is draining (shutdown): the submission was refused, not started, or cut after the grace."""
+
+
 class CheckpointExecutor:
     """Admission slots and inference lanes of one loaded checkpoint.
 
@@ -68,6 +72,8 @@ class CheckpointExecutor:
         self._peak_in_flight = 0
         self._peak_running = 0
         self._closed = False
+        self._draining = False
+        self._pending: set[Future[Transcript]] = set()
         self._lane_gate = threading.BoundedSemaphore(lanes)
         self._dispatcher = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="hark-lane")
 
@@ -122,14 +128,44 @@ class CheckpointExecutor:
 
         The caller should hold a slot (:meth:`admit`); :meth:`run` does both.
         """
-        if self._closed:
-            raise ExecutorClosed("the executor is closed")
-        return self._dispatcher.submit(self._execute, samples, options)
+        with self._lock:
+            if self._closed:
+                raise ExecutorClosed("the executor is closed")
+            if self._draining:
+                raise ExecutorDraining("the worker is shutting down and takes no new work")
+            future: Future[Transcript] = Future()
+            self._pending.add(future)
+        self._dispatcher.submit(self._resolve, future, samples, options)
+        return future
 
     def run(self, samples: np.ndarray, options: TranscriptionOptions) -> Transcript:
         """Admit, transcribe and wait: the one-call form of :meth:`admit` + :meth:`submit`."""
         with self.admit():
             return self.submit(samples, options).result()
+
+    def _resolve(self, future: Future[Transcript], samples: np.ndarray, options: TranscriptionOptions) -> None:
+        """Run one submission on a lane unless it was cancelled or drained meanwhile."""
+        with self._lock:
+            if future.done() or not future.set_running_or_notify_cancel():
+                self._pending.discard(future)
+                return
+        try:
+            transcript = self._execute(samples, options)
+        except BaseException as error:
+            self._settle(future, error=error)
+        else:
+            self._settle(future, result=transcript)
+
+    def _settle(self, future: Future[Transcript], result: Transcript | None = None,
+                error: BaseException | None = None) -> None:  # fmt: skip
+        with self._lock:
+            self._pending.discard(future)
+            if future.done():  # drained while it ran: the transcript is dropped
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]
 
     def _execute(self, samples: np.ndarray, options: TranscriptionOptions) -> Transcript:
         with self._lane_gate:
@@ -143,6 +179,38 @@ class CheckpointExecutor:
                     self._running -= 1
 
     # --- lifecycle --------------------------------------------------------------------------------
+    def begin_drain(self, grace_seconds: float) -> None:
+        """Stop taking work: fail waiting submissions now, running ones after `grace_seconds`.
+
+        From now on :meth:`submit` raises :class:`ExecutorDraining`; futures not started yet fail at
+        once with it, and those still running when the grace period ends fail with it too (the engine
+        call goes on in the background; its result is dropped).
+
+        Args:
+            grace_seconds: How long running engine calls may go on finishing.
+        """
+        with self._lock:
+            if self._draining:
+                return
+            self._draining = True
+            waiting = [f for f in self._pending if not f.running()]
+        for future in waiting:
+            self._settle(future, error=ExecutorDraining("the worker is shutting down; the job did not start"))
+        logger.info("draining: %d waiting submission(s) failed, %d running get %.1f s", len(waiting),
+                    self.running, grace_seconds)  # fmt: skip
+        timer = threading.Timer(max(0.0, grace_seconds), self._cancel_running)
+        timer.daemon = True
+        timer.name = "hark-drain"
+        timer.start()
+
+    def _cancel_running(self) -> None:
+        with self._lock:
+            active = list(self._pending)
+        for future in active:
+            self._settle(future, error=ExecutorDraining("the worker is shutting down; the job outlived the grace"))
+        if active:
+            logger.warning("drain grace period over: cancelled %d running submission(s)", len(active))
+
     def close(self, wait: bool = True) -> None:
         """Take no new work; with `wait`, let submitted work finish first."""
         with self._lock:
