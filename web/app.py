@@ -102,7 +102,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["hark"] = Services(
         settings=settings,
         redis=client,
-        jobs=JobStore(client, settings.deployment, settings.result_ttl_seconds, settings.audio_ttl_seconds),
+        jobs=JobStore(client, settings.deployment, settings.result_ttl_seconds, settings.audio_ttl_seconds,
+                      deadline=settings.job_deadline),
         celery=make_celery(settings),
     )
 
