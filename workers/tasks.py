@@ -11,8 +11,9 @@ job ends in ``JobStore.complete`` or ``JobStore.fail``; a redelivered job that a
 Failures of the job and failures of the platform are kept apart. A job that cannot be transcribed
 (bad audio, too long, engine error) is answered with an explicit failure and acknowledged. A worker
 that cannot record the outcome (Redis unreachable after the retries) or is shutting down
-(:class:`~workers.executor.ExecutorDraining`) never acknowledges: it rejects the message with
-``requeue=True``, so the broker hands the job out again at once. When Redis itself is down the
+(:class:`~workers.executor.ExecutorDraining`) never acknowledges a job it did not answer: it
+rejects the message with ``requeue=True`` (a draining worker puts a copy back on the queue instead,
+see :func:`_hand_back`), so the broker hands the job out again at once. When Redis itself is down the
 reject cannot reach the broker either; the message then stays in kombu's unacknowledged set (in
 Redis, which survives a restart or failover with persistence) and comes back after the visibility
 timeout. If even that fails, the reaper (:mod:`workers.reaper`) answers ``job_lost`` at the job's
@@ -33,7 +34,7 @@ from pydantic import ValidationError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
 from hark.jobs import FINAL_STATUSES
-from hark.queues import TASK_DELIVER_WEBHOOK, TASK_TRANSCRIBE, webhook_queue
+from hark.queues import TASK_DELIVER_WEBHOOK, TASK_TRANSCRIBE, transcribe_queue, webhook_queue
 from hark.schemas import JobFailure, Metadata, TranscribeTask, TranscriptionResponse, Utterance, Word
 from workers.audio import AudioError, decode_audio
 from workers.celery_app import app
@@ -85,10 +86,11 @@ def handle_transcription(context: WorkerContext, task: TranscribeTask, *, redeli
         redelivered: The broker says the message was delivered before (for the logs).
 
     Returns:
-        How it ended: ``success``, ``failed`` or ``skipped`` (already finished).
+        How it ended: ``success``, ``failed``, ``skipped`` (already finished) or ``requeued`` (the
+        worker is shutting down; the job is back on its queue).
 
     Raises:
-        Reject: Every slot is taken, or the worker is shutting down (the message goes back to the queue).
+        Reject: Every slot is taken (the message goes back to the queue).
         redis.RedisError: Redis failed past the retries (the task requeues the message).
         WebhookNotQueued: The job ended but its webhook could not be queued (the task requeues the
             message; the redelivered copy only queues the webhook).
@@ -147,10 +149,8 @@ def handle_transcription(context: WorkerContext, task: TranscribeTask, *, redeli
         logger.warning("all slots busy; returning the job to the queue", extra=log_extra)
         raise Reject("slots exhausted", requeue=True) from None
     except ExecutorDraining as error:
-        logger.warning("worker shutting down (%s); returning the job to the queue", error, extra=log_extra)
-        with contextlib.suppress(redis.RedisError):
-            store.mark_queued(rid)  # before the reject: the next worker's mark_processing must win
-        raise Reject("worker draining", requeue=True) from None
+        logger.warning("worker shutting down (%s); handing the job back to the queue", error, extra=log_extra)
+        return _hand_back(context, task, log_extra)
     except (redis.RedisError, Reject, WebhookNotQueued):
         raise  # infrastructure, not the job: the task requeues it
     except Exception as error:
@@ -205,6 +205,29 @@ def build_response(task: TranscribeTask, transcript: Transcript, elapsed: float,
             checkpoint=checkpoint_label,
         ),
     )
+
+
+def _hand_back(context: WorkerContext, task: TranscribeTask, log_extra: dict[str, str]) -> str:
+    """Put a job this draining worker will not finish back on its queue now; ``requeued``.
+
+    Not ``Reject(requeue=True)``: Celery performs acks and rejects in the consumer's event loop, which
+    a warm shutdown has already left, so a reject would reach the broker only once every task of the
+    process has ended, i.e. after the grace period. A fresh copy of the message (same task id) is in
+    the queue at once; the original is acknowledged as the process exits (if it is killed first, the
+    original comes back after the visibility timeout and finds the job answered).
+
+    Raises:
+        Reject: The copy could not be sent; the message is rejected with requeue instead.
+    """
+    with contextlib.suppress(redis.RedisError):
+        context.store.mark_queued(task.request_id)  # before the copy: the next worker's mark_processing wins
+    try:
+        app.send_task(TASK_TRANSCRIBE, kwargs={"payload": task.wire()}, task_id=task.request_id,
+                      queue=transcribe_queue(task.deployment, task.checkpoint), ignore_result=True)  # fmt: skip
+    except Exception as error:
+        logger.error("could not hand the job back (%s); rejecting it with requeue", error, extra=log_extra)
+        raise Reject("worker draining", requeue=True) from None
+    return "requeued"
 
 
 def _finish_failed(context: WorkerContext, task: TranscribeTask, failure: JobFailure,

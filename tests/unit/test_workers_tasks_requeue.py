@@ -138,21 +138,18 @@ def test_a_job_reaped_while_it_ran_keeps_the_reapers_answer(context: WorkerConte
     assert sent == [], "the reaper queues the webhook of the answer that stands"
 
 
-def test_a_draining_worker_requeues_waiting_and_running_jobs(context: WorkerContext, audio: AudioFactory,
-                                                             sent: list) -> None:  # fmt: skip
+def test_a_draining_worker_hands_waiting_and_running_jobs_back(context: WorkerContext, audio: AudioFactory,
+                                                                sent: list) -> None:  # fmt: skip
     release = threading.Event()
     _use_engine(context, HookEngine(during=lambda: release.wait(10)))
-    payloads = [_job(context, audio, rid) for rid in ("req_1", "req_2")]
+    payloads = {rid: _job(context, audio, rid) for rid in ("req_1", "req_2")}
     outcomes: dict[str, tuple[str, float]] = {}
 
-    def run(payload: dict[str, Any]) -> None:
-        try:
-            tasks.transcribe(payload)
-            outcomes[payload["request_id"]] = ("done", time.monotonic())
-        except Reject as error:
-            outcomes[payload["request_id"]] = ("requeued" if error.requeue else "rejected", time.monotonic())
+    def run(rid: str) -> None:
+        task = TranscribeTask.model_validate(payloads[rid])
+        outcomes[rid] = (tasks.handle_transcription(context, task), time.monotonic())
 
-    threads = [threading.Thread(target=run, args=(p,)) for p in payloads]
+    threads = [threading.Thread(target=run, args=(rid,)) for rid in payloads]
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + 5
@@ -166,7 +163,25 @@ def test_a_draining_worker_requeues_waiting_and_running_jobs(context: WorkerCont
     release.set()
     assert {rid: kind for rid, (kind, _) in outcomes.items()} == {"req_1": "requeued", "req_2": "requeued"}
     waits = sorted(at - started for _, at in outcomes.values())
-    assert waits[0] < 0.3, f"the job waiting for the lane must be requeued at once: {waits}"
-    assert 0.4 < waits[1] < 2, f"the running job must get the grace period, then be requeued: {waits}"
-    for rid in ("req_1", "req_2"):
+    assert waits[0] < 0.3, f"the job waiting for the lane must be handed back at once: {waits}"
+    assert 0.4 < waits[1] < 2, f"the running job must get the grace period, then be handed back: {waits}"
+    copies = {c["task_id"]: c for c in sent}
+    assert set(copies) == {"req_1", "req_2"}
+    for rid, copy in copies.items():
+        assert copy["name"] == "hark.transcribe" and copy["queue"] == "hark.dep.whisper-tiny-en"
+        assert copy["kwargs"]["payload"] == payloads[rid]
         assert (context.store.get(rid) or {})["status"] == "queued"
+
+
+def test_a_draining_worker_that_cannot_send_the_copy_rejects_with_requeue(
+    context: WorkerContext, audio: AudioFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(name: str, **kwargs: Any) -> None:
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(tasks.app, "send_task", broken)
+    payload = _job(context, audio)
+    context.executor.begin_drain(0)  # type: ignore[union-attr]
+    with pytest.raises(Reject) as rejected:
+        tasks.transcribe(payload)
+    assert rejected.value.requeue
