@@ -32,6 +32,11 @@ def _worker_id(client: redis.Redis, deployment: str, worker: HarkProcess) -> str
     return instance.worker_id
 
 
+def _summary(store: JobStore, request_ids: list[str]) -> list[tuple[str, str, str]]:
+    states = [store.get(r) or {} for r in request_ids]
+    return [(r, str(s.get("status")), str(s.get("worker_id"))) for r, s in zip(request_ids, states, strict=True)]
+
+
 @pytest.mark.timeout(480)
 def test_sigterm_requeues_jobs_in_flight_to_another_worker_within_seconds(
     hark: Launcher, bundled_checkpoints: Checkpoints, audio: AudioFactory, redis_client: redis.Redis
@@ -73,7 +78,7 @@ def test_sigterm_requeues_jobs_in_flight_to_another_worker_within_seconds(
     stopped = time.monotonic() - sent_at
     print(f"after SIGTERM: jobs taken over (or finished) in {sorted(round(t, 1) for t in taken.values())} s; "
           f"first worker exited with {code} after {stopped:.1f} s")  # fmt: skip
-    assert len(taken) == len(request_ids), f"jobs stranded on the stopped worker: {[store.get(r) for r in request_ids]}"
+    assert len(taken) == len(request_ids), f"jobs stranded on the stopped worker: {_summary(store, request_ids)}"
     waiting, running = sorted(taken.values())
     assert waiting < GRACE_SECONDS / 2, f"the job waiting for the lane must be requeued at once: {taken}"
     assert running < GRACE_SECONDS + 10, f"the running job must be requeued right after the grace: {taken}"
