@@ -26,6 +26,8 @@ from hark.schemas import JobFailure, JobStatus
 
 #: Statuses after which a job never changes again.
 FINAL_STATUSES = ("success", "failed")
+#: WATCH/MULTI attempts of one state change before giving up (only concurrent writers make it retry).
+_TRANSITION_ATTEMPTS = 20
 
 
 class JobStore:
@@ -93,28 +95,42 @@ class JobStore:
         """Move an open job to `status` atomically (WATCH/MULTI); None if it had already ended.
 
         A final `status` also wakes the waiting request and takes the job out of the deadline index.
+
+        Raises:
+            redis.RedisError: Redis is unreachable or too slow (a lost connection is raised, not
+                retried as a concurrent change the way ``Redis.transaction`` would, forever).
         """
         key, final = self.job_key(request_id), status in FINAL_STATUSES
-
-        def apply(pipe: redis.client.Pipeline) -> dict[str, Any] | None:
-            raw = pipe.get(key)
-            state = json.loads(raw) if raw is not None else {"request_id": request_id, "created_at": time.time()}
-            if state.get("status") in FINAL_STATUSES:
-                return None
-            state.update(fields, status=status, updated_at=time.time())
-            if status == "processing":
-                state["attempts"] = int(state.get("attempts", 0)) + 1
-            pipe.multi()
-            pipe.set(key, json.dumps(state), ex=self.result_ttl)
-            if final:
-                reply = self.reply_key(request_id)
-                pipe.delete(reply)
-                pipe.rpush(reply, json.dumps({"status": status}))
-                pipe.expire(reply, self.result_ttl)
-                pipe.zrem(self.deadlines_key, request_id)
-            return state
-
-        return self.redis.transaction(apply, key, value_from_callable=True)
+        for _ in range(_TRANSITION_ATTEMPTS):
+            with self.redis.pipeline() as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    state = json.loads(raw) if raw is not None else {"request_id": request_id,
+                                                                     "created_at": time.time()}  # fmt: skip
+                    if state.get("status") in FINAL_STATUSES:
+                        return None
+                    state.update(fields, status=status, updated_at=time.time())
+                    if status == "processing":
+                        state["attempts"] = int(state.get("attempts", 0)) + 1
+                    pipe.multi()
+                    pipe.set(key, json.dumps(state), ex=self.result_ttl)
+                    if final:
+                        reply = self.reply_key(request_id)
+                        pipe.delete(reply)
+                        pipe.rpush(reply, json.dumps({"status": status}))
+                        pipe.expire(reply, self.result_ttl)
+                        pipe.zrem(self.deadlines_key, request_id)
+                    pipe.execute()
+                    return state
+                except redis.WatchError as error:
+                    cause = error.__context__
+                    if isinstance(cause, redis.ConnectionError | redis.TimeoutError):
+                        raise cause from None
+                    if "occurred while watching" in str(error):
+                        raise redis.ConnectionError(str(error)) from None
+                    continue  # the job changed between WATCH and EXEC: read it again
+        raise redis.WatchError(f"job {request_id} kept changing during {_TRANSITION_ATTEMPTS} attempts")
 
     def mark_processing(self, request_id: str, worker_id: str) -> bool:
         """Record that `worker_id` took the job (and count the attempt); False if it had already ended."""
