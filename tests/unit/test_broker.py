@@ -28,3 +28,13 @@ def test_the_api_sender_and_the_workers_use_the_same_keys() -> None:
     assert sender.conf.broker_url == "redis://127.0.0.1:6379/3"
     assert sender.conf.task_default_queue == "hark.english.default"
     assert sender.conf.result_backend_transport_options["global_keyprefix"] == "hark:english:broker:"
+
+
+def test_reserved_queue_suffixes() -> None:
+    from hark.queues import RESERVED_QUEUE_SUFFIXES, default_queue, reserved_name_problem, webhook_queue
+
+    assert {webhook_queue("d").rsplit(".", 1)[1], default_queue("d").rsplit(".", 1)[1]} <= RESERVED_QUEUE_SUFFIXES
+    for name in ("webhooks", "default", "Webhooks"):
+        problem = reserved_name_problem(name)
+        assert problem and "reserved" in problem and "rename" in problem
+    assert reserved_name_problem("whisper-tiny-en") is None
