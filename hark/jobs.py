@@ -5,9 +5,13 @@ Keys (all per deployment, all with a TTL):
 - ``hark:<dep>:audio:<rid>``  the uploaded bytes, stored once, deleted after use
 - ``hark:<dep>:job:<rid>``    JSON job state (status, checkpoint, result or failure)
 - ``hark:<dep>:reply:<rid>``  a list the worker pushes to when the job ends; the API BLPOPs it
+- ``hark:<dep>:deadlines``    sorted set of open jobs, scored by the time past which the reaper
+  (:mod:`workers.reaper`) declares them lost; an entry leaves the set when its job ends
 
 A list rather than pub/sub: a reply pushed before the API starts waiting is not lost.
-Staged audio is accounted against the deployment's byte budget (:mod:`hark.staging`).
+Staged audio is accounted against the deployment's byte budget (:mod:`hark.staging`). A job ends
+once: the first final state (a worker's answer or the reaper's ``job_lost``) wins, and nothing
+overwrites it afterwards, so a client never sees a failure turn into a success or back.
 """
 
 from __future__ import annotations
@@ -22,18 +26,33 @@ from hark import staging
 from hark.queues import redis_key
 from hark.schemas import JobFailure, JobStatus
 
+#: Statuses after which a job never changes again.
+FINAL_STATUSES = ("success", "failed")
+#: WATCH/MULTI attempts of one state change before giving up (only concurrent writers make it retry).
+_TRANSITION_ATTEMPTS = 20
+
 
 class JobStore:
     """Reads and writes the Redis state of one deployment's jobs."""
 
     def __init__(self, client: redis.Redis, deployment: str, result_ttl: int, audio_ttl: int,
-                 audio_budget: int | None = None) -> None:  # fmt: skip
+                 audio_budget: int | None = None, deadline: float | None = None) -> None:  # fmt: skip
+        """Args:
+        client: Redis.
+        deployment: The deployment whose keys this store reads and writes.
+        result_ttl: Seconds a job's state and result are kept.
+        audio_ttl: Seconds staged audio waits for a worker.
+        deadline: Seconds after :meth:`create` past which the reaper fails an open job
+            (``settings.job_deadline``); None indexes no deadline (tests, tools).
+        audio_budget: Bytes of staged audio the deployment may hold (``HARK_STAGED_AUDIO_BUDGET_BYTES``);
+            only the API stages audio, so only it passes one; workers just release what they drop.
+        """
         self.redis = client
         self.deployment = deployment
         self.result_ttl = result_ttl
         self.audio_ttl = audio_ttl
-        # Only the API stages audio, with HARK_STAGED_AUDIO_BUDGET_BYTES; workers just release it.
         self.staging = staging.StagingBudget(client, deployment, audio_budget) if audio_budget else None
+        self.deadline = deadline
 
     # --- keys ---------------------------------------------------------------------------
     def audio_key(self, request_id: str) -> str:
@@ -44,6 +63,10 @@ class JobStore:
 
     def reply_key(self, request_id: str) -> str:
         return redis_key(self.deployment, "reply", request_id)
+
+    @property
+    def deadlines_key(self) -> str:
+        return redis_key(self.deployment, "deadlines")
 
     # --- audio --------------------------------------------------------------------------
     def stage_audio(self, request_id: str, audio: bytes) -> str:
@@ -70,42 +93,93 @@ class JobStore:
 
     # --- job state ----------------------------------------------------------------------
     def create(self, request_id: str, **fields: Any) -> None:
-        state = {"status": "queued", "request_id": request_id, "created_at": time.time(), **fields}
-        self.redis.set(self.job_key(request_id), json.dumps(state), ex=self.result_ttl)
+        """Record a new queued job and, with a deadline, index it for the reaper."""
+        now = time.time()
+        state = {"status": "queued", "request_id": request_id, "created_at": now, **fields}
+        pipe = self.redis.pipeline()
+        pipe.set(self.job_key(request_id), json.dumps(state), ex=self.result_ttl)
+        if self.deadline is not None:
+            pipe.zadd(self.deadlines_key, {request_id: now + self.deadline})
+        pipe.execute()
 
     def get(self, request_id: str) -> dict[str, Any] | None:
         raw = self.redis.get(self.job_key(request_id))
         return json.loads(raw) if raw is not None else None
 
-    def _update(self, request_id: str, status: JobStatus, **fields: Any) -> dict[str, Any]:
-        state = self.get(request_id) or {"request_id": request_id, "created_at": time.time()}
-        state.update(fields, status=status, updated_at=time.time())
-        self.redis.set(self.job_key(request_id), json.dumps(state), ex=self.result_ttl)
-        return state
+    def _transition(self, request_id: str, status: JobStatus, **fields: Any) -> dict[str, Any] | None:
+        """Move an open job to `status` atomically (WATCH/MULTI); None if it had already ended.
 
-    def mark_processing(self, request_id: str, worker_id: str) -> None:
-        self._update(request_id, "processing", worker_id=worker_id)
+        A final `status` also wakes the waiting request and takes the job out of the deadline index.
+
+        Raises:
+            redis.RedisError: Redis is unreachable or too slow (a lost connection is raised, not
+                retried as a concurrent change the way ``Redis.transaction`` would, forever).
+        """
+        key, final = self.job_key(request_id), status in FINAL_STATUSES
+        for _ in range(_TRANSITION_ATTEMPTS):
+            with self.redis.pipeline() as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    state = json.loads(raw) if raw is not None else {"request_id": request_id,
+                                                                     "created_at": time.time()}  # fmt: skip
+                    if state.get("status") in FINAL_STATUSES:
+                        return None
+                    state.update(fields, status=status, updated_at=time.time())
+                    if status == "processing":
+                        state["attempts"] = int(state.get("attempts", 0)) + 1
+                    pipe.multi()
+                    pipe.set(key, json.dumps(state), ex=self.result_ttl)
+                    if final:
+                        reply = self.reply_key(request_id)
+                        pipe.delete(reply)
+                        pipe.rpush(reply, json.dumps({"status": status}))
+                        pipe.expire(reply, self.result_ttl)
+                        pipe.zrem(self.deadlines_key, request_id)
+                    pipe.execute()
+                    return state
+                except redis.WatchError as error:
+                    cause = error.__context__
+                    if isinstance(cause, redis.ConnectionError | redis.TimeoutError):
+                        raise cause from None
+                    if "occurred while watching" in str(error):
+                        raise redis.ConnectionError(str(error)) from None
+                    continue  # the job changed between WATCH and EXEC: read it again
+        raise redis.WatchError(f"job {request_id} kept changing during {_TRANSITION_ATTEMPTS} attempts")
+
+    def mark_processing(self, request_id: str, worker_id: str) -> bool:
+        """Record that `worker_id` took the job (and count the attempt); False if it had already ended."""
+        return self._transition(request_id, "processing", worker_id=worker_id) is not None
+
+    def mark_queued(self, request_id: str) -> bool:
+        """The job went back to the queue (a worker shutting down); False if it had already ended."""
+        return self._transition(request_id, "queued") is not None
 
     def is_finished(self, request_id: str) -> bool:
         state = self.get(request_id)
-        return state is not None and state.get("status") in ("success", "failed")
+        return state is not None and state.get("status") in FINAL_STATUSES
 
-    def complete(self, request_id: str, result: dict[str, Any]) -> None:
-        """Store the transcript and wake the waiting request."""
-        self._finish(request_id, "success", result=result)
+    def complete(self, request_id: str, result: dict[str, Any]) -> bool:
+        """Store the transcript and wake the waiting request; False if the job had already ended."""
+        return self._transition(request_id, "success", result=result) is not None
 
-    def fail(self, request_id: str, failure: JobFailure) -> None:
-        """Store an explicit failure and wake the waiting request."""
-        self._finish(request_id, "failed", error=failure.wire())
+    def fail(self, request_id: str, failure: JobFailure) -> bool:
+        """Store an explicit failure and wake the waiting request; False if the job had already ended."""
+        return self._transition(request_id, "failed", error=failure.wire()) is not None
 
-    def _finish(self, request_id: str, status: JobStatus, **fields: Any) -> None:
-        state = self._update(request_id, status, **fields)
-        reply = self.reply_key(request_id)
-        pipe = self.redis.pipeline()
-        pipe.delete(reply)
-        pipe.rpush(reply, json.dumps({"status": state["status"]}))
-        pipe.expire(reply, self.result_ttl)
-        pipe.execute()
+    # --- deadlines (the reaper) ---------------------------------------------------------
+    def overdue(self, now: float | None = None, limit: int = 100) -> list[str]:
+        """Request ids whose deadline has passed, oldest first (at most `limit`)."""
+        ids = self.redis.zrangebyscore(self.deadlines_key, "-inf", time.time() if now is None else now,
+                                       start=0, num=limit)  # fmt: skip
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    def set_deadline(self, request_id: str, at: float) -> None:
+        """(Re)index a job for the reaper at time `at` (e.g. to retry queueing its webhook)."""
+        self.redis.zadd(self.deadlines_key, {request_id: at})
+
+    def forget_deadline(self, request_id: str) -> None:
+        self.redis.zrem(self.deadlines_key, request_id)
 
     def wait(self, request_id: str, timeout: float) -> dict[str, Any] | None:
         """Block until the job ends or `timeout` passes; the final state, or None on timeout."""

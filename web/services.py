@@ -15,6 +15,7 @@ import redis
 from celery import Celery
 from flask import current_app
 
+from hark.broker import celery_settings
 from hark.jobs import JobStore
 from hark.settings import Settings
 
@@ -61,14 +62,7 @@ def make_celery(settings: Settings) -> Celery:
     """A Celery app that only sends tasks (by name) to this deployment's queues."""
     app = Celery("hark-api")
     app.config_from_object("celeryconfig")
-    app.conf.update(
-        broker_url=settings.redis_url,
-        result_backend=settings.redis_url,
-        broker_transport_options={
-            **(app.conf.broker_transport_options or {}),
-            "visibility_timeout": settings.broker_visibility_timeout,
-        },
-    )
+    app.conf.update(celery_settings(settings))  # this deployment's broker keys, as the workers use them
     return app
 
 
@@ -79,6 +73,6 @@ def make_services(settings: Settings) -> Services:
         settings=settings,
         redis=client,
         jobs=JobStore(client, settings.deployment, settings.result_ttl_seconds, settings.audio_ttl_seconds,
-                      audio_budget=settings.staged_audio_budget_bytes),
+                      audio_budget=settings.staged_audio_budget_bytes, deadline=settings.job_deadline),
         celery=make_celery(settings),
     )

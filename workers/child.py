@@ -12,6 +12,14 @@ exits with status 1 and a clear log line. Once Celery is ready (``worker_ready``
 thread announces the instance in the registry every ``HARK_HEARTBEAT_SECONDS`` (expiry
 ``HARK_WORKER_TTL_SECONDS``, live ``in_flight``); a clean shutdown withdraws it at once. If the
 supervisor disappears, the child shuts itself down.
+
+On SIGTERM a model child stops consuming (Celery's warm shutdown) and drains its executor: jobs not
+started yet go back to the queue at once, running ones get ``HARK_SHUTDOWN_GRACE_SECONDS`` to finish
+and are requeued after it (:class:`~workers.executor.ExecutorDraining` -> ``Reject(requeue=True)``),
+so another worker takes them within seconds instead of after the visibility timeout.
+
+The webhook child also runs the deployment's reaper (:mod:`workers.reaper`), which answers jobs
+still open past their deadline with ``job_lost``.
 """
 
 from __future__ import annotations
@@ -27,16 +35,18 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from hark import registry
 from hark.logs import start_component
-from hark.queues import transcribe_queue, webhook_queue
+from hark.queues import TASK_DELIVER_WEBHOOK, transcribe_queue, webhook_queue
 from hark.schemas import CheckpointInfo, InstanceRecord
 from hark.settings import Settings
 from workers import context as worker_context
 from workers.device import DevicePlan, apply_cuda_alloc_conf
+from workers.reaper import Reaper
 
 logger = logging.getLogger("workers.child")
 
@@ -162,7 +172,7 @@ def run_model_child(args: argparse.Namespace, settings: Settings) -> int:
                             pid=os.getpid(), queue=queue, checkpoint=info, slots=args.slots, in_flight=0,
                             started_at=now, heartbeat_at=now)  # fmt: skip
     heartbeat = Heartbeat(client, record, settings, lambda: executor.in_flight, parent_pid=os.getppid())
-    _connect_signals(heartbeat)
+    _connect_signals(heartbeat, lambda: executor.begin_drain(settings.shutdown_grace_seconds))
     logger.info("serving %s on queue %s with %d slot(s)", manifest.label, queue, args.slots,
                 extra={"checkpoint": manifest.label, "queue": queue, "worker_id": args.worker_id})  # fmt: skip
     try:
@@ -171,6 +181,11 @@ def run_model_child(args: argparse.Namespace, settings: Settings) -> int:
         heartbeat.stop(withdraw=True)
         executor.close(wait=False)
         worker_context.clear()
+    if executor.running:
+        # Their jobs are back in the queue; waiting for the engine calls would only delay the exit.
+        logger.warning("%d engine call(s) still running after the drain; their jobs were requeued, exiting now",
+                       executor.running)  # fmt: skip
+        _exit_now(int(code or 0))
     return int(code or 0)
 
 
@@ -188,21 +203,34 @@ def run_webhook_child(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.webhook_secret:
         logger.warning("HARK_WEBHOOK_SECRET is empty: webhook calls are not signed (no X-Hark-Signature), so "
                        "receivers cannot tell them from forged ones", extra={"worker_id": args.worker_id})  # fmt: skip
+
+    def send_webhook(request_id: str, target: dict[str, Any]) -> None:
+        app.send_task(TASK_DELIVER_WEBHOOK, kwargs={"request_id": request_id, "webhook": target}, queue=queue)
+
+    reaper = Reaper(worker_context.make_store(settings, client), send_webhook,
+                    interval=settings.reaper_interval_seconds, deadline_seconds=settings.job_deadline)  # fmt: skip
+    reaper.start()
+    logger.info("delivering webhooks from queue %s; reaping jobs past their deadline (%d s) every %.0f s", queue,
+                settings.job_deadline, settings.reaper_interval_seconds,
+                extra={"queue": queue, "worker_id": args.worker_id})  # fmt: skip
     try:
         code = app.start(argv=_celery_argv(settings, queue, args.concurrency, f"webhooks@{args.worker_id}"))
     finally:
+        reaper.stop()
         worker_context.clear()
     return int(code or 0)
 
 
-def _connect_signals(heartbeat: Heartbeat) -> None:
-    """Announce when Celery consumes; withdraw as soon as it starts shutting down."""
+def _connect_signals(heartbeat: Heartbeat, drain: Callable[[], None]) -> None:
+    """Announce when Celery consumes; on shutdown start draining the executor and withdraw at once."""
     from celery.signals import worker_ready, worker_shutting_down
 
     def on_ready(**_kwargs: object) -> None:
         heartbeat.start()
 
     def on_shutting_down(**_kwargs: object) -> None:
+        # Called from Celery's signal handler: the drain (locks, a timer) runs in a thread of its own.
+        threading.Thread(target=drain, name="hark-drain-start", daemon=True).start()
         heartbeat.stop(withdraw=True)
 
     worker_ready.connect(on_ready, weak=False)
@@ -219,6 +247,14 @@ def _watch_parent(parent_pid: int, interval: float) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=loop, name="hark-parent-watch", daemon=True).start()
+
+
+def _exit_now(code: int) -> None:
+    """Exit without joining the engine's lane threads (flushing the logs first)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

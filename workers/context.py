@@ -65,5 +65,6 @@ def current() -> WorkerContext:
 
 
 def make_store(settings: Settings, client: redis.Redis) -> JobStore:
-    """The deployment's job store with the configured TTLs."""
-    return JobStore(client, settings.deployment, settings.result_ttl_seconds, settings.audio_ttl_seconds)
+    """The deployment's job store with the configured TTLs and job deadline."""
+    return JobStore(client, settings.deployment, settings.result_ttl_seconds, settings.audio_ttl_seconds,
+                    deadline=settings.job_deadline)

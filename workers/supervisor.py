@@ -8,8 +8,10 @@
    checkpoint is announced in the registry (a child that fails to start: everything stops, status 1).
 3. Watches the children: one that dies is restarted with backoff (more than
    :data:`MAX_RESTARTS_PER_MINUTE` deaths of one child in a minute: everything stops, status 1).
-4. On SIGTERM/SIGINT forwards SIGTERM (Celery's warm shutdown: running jobs finish, the rest stay in
-   the queue), waits, and exits 0.
+4. On SIGTERM/SIGINT forwards SIGTERM: each model child stops consuming, requeues the jobs it has
+   not started at once and gives running ones ``HARK_SHUTDOWN_GRACE_SECONDS`` before requeueing them
+   too (:mod:`workers.child`). A child still alive :data:`STOP_MARGIN_SECONDS` after the grace is
+   killed; its jobs were already requeued. Then exits 0.
 
 All children share the supervisor's worker id (``<hostname>-<pid>``), which groups them in the registry.
 """
@@ -35,13 +37,15 @@ import redis
 from hark import registry
 from hark.logs import start_component
 from hark.proc import die_with_parent
+from hark.queues import reserved_name_problem
 from hark.settings import ConfigError, Settings
 from workers import device as devices
 
 logger = logging.getLogger("workers.supervisor")
 
 START_TIMEOUT_SECONDS = 300.0
-STOP_GRACE_SECONDS = 30.0
+#: Time a child gets past HARK_SHUTDOWN_GRACE_SECONDS to requeue, acknowledge and exit before SIGKILL.
+STOP_MARGIN_SECONDS = 15.0
 MAX_RESTARTS_PER_MINUTE = 5
 RESTART_BACKOFF_MAX_SECONDS = 30.0
 REDIS_WAIT_SECONDS = 30.0
@@ -102,6 +106,10 @@ def plan_checkpoints(settings: Settings) -> list[PlannedCheckpoint]:
         raise StartupError(str(error)) from None
     except OSError as error:
         raise StartupError(f"cannot read the checkpoints in MODEL_URL: {error}") from None
+    for checkpoint in resolved:
+        problem = reserved_name_problem(checkpoint.manifest.name)
+        if problem:
+            raise StartupError(f"{problem} (from {checkpoint.path})")
     try:
         slots = settings.slots_per_checkpoint(len(resolved))
     except ConfigError as error:
@@ -195,7 +203,8 @@ class Supervisor:
 
     def request_stop(self, signum: int, _frame: object = None) -> None:
         if not self.stopping.is_set():
-            logger.info("received %s: stopping the worker (running jobs finish first)", signal.Signals(signum).name)
+            logger.info("received %s: stopping the worker (running jobs get %.0f s to finish, the rest are "
+                        "requeued)", signal.Signals(signum).name, self.settings.shutdown_grace_seconds)  # fmt: skip
         self.stopping.set()
 
     def spawn(self, child: Child) -> None:
@@ -277,8 +286,14 @@ class Supervisor:
                     self.spawn(child)
         return EXIT_OK
 
-    def stop_children(self, grace: float = STOP_GRACE_SECONDS) -> None:
-        """SIGTERM every child (warm shutdown), SIGKILL those still running after `grace` seconds."""
+    def stop_children(self, grace: float | None = None) -> None:
+        """SIGTERM every child (drain and warm shutdown), SIGKILL those still running after `grace` seconds.
+
+        Args:
+            grace: Seconds before SIGKILL; default ``HARK_SHUTDOWN_GRACE_SECONDS`` + :data:`STOP_MARGIN_SECONDS`.
+        """
+        if grace is None:
+            grace = self.settings.shutdown_grace_seconds + STOP_MARGIN_SECONDS
         running = [c for c in self.children if c.alive]
         for child in running:
             with contextlib.suppress(ProcessLookupError):

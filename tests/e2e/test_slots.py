@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 import redis
 
+from hark.broker import queue_key
 from hark.queues import transcribe_queue
 from hark.registry import live_instances
 from tests.audio import AudioFactory
@@ -33,7 +34,7 @@ def _run_and_sample(base_url: str, client: redis.Redis, deployment: str, checkpo
     """Send `requests_count` concurrent requests and sample the registry and the queue meanwhile."""
     sampled = Sampled()
     stop = threading.Event()
-    queue = transcribe_queue(deployment, checkpoint)
+    queue = queue_key(deployment, transcribe_queue(deployment, checkpoint))
 
     def sample() -> None:
         while not stop.is_set():

@@ -123,7 +123,7 @@ def test_expired_audio(context: WorkerContext, sent: list) -> None:
     context.store.drop_audio(task.audio_key)
     tasks.handle_transcription(context, task)
     error = (context.store.get("req_1") or {})["error"]
-    assert error["code"] == "audio_expired" and error["http_status"] == 500 and "again" in error["message"]
+    assert error["code"] == "audio_expired" and error["http_status"] == 410 and "again" in error["message"]
 
 
 def test_engine_crash_is_a_500_failure(context: WorkerContext, audio: AudioFactory, sent: list) -> None:
@@ -189,7 +189,8 @@ def test_job_over_the_time_limit_is_answered(context: WorkerContext, audio: Audi
     task = _submit(context, audio.english(1).read_bytes(), language="en")
     assert tasks.handle_transcription(context, task) == "failed"
     error = (context.store.get("req_1") or {})["error"]
-    assert error["code"] == "job_timeout" and "HARK_JOB_TIMEOUT_SECONDS" in error["message"]
+    assert error["code"] == "job_timeout" and error["http_status"] == 504
+    assert "HARK_JOB_TIMEOUT_SECONDS" in error["message"]
     context.executor.close()
 
 

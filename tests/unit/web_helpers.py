@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from hark import registry
+from hark.broker import queue_key
 from hark.queues import transcribe_queue
 from hark.schemas import CheckpointInfo, InstanceRecord, Metadata, TranscriptionResponse
 from hark.settings import load_settings
@@ -125,18 +126,16 @@ class Background:
         return self.response
 
 
-def queued_messages(redis_client: redis.Redis, deployment: str, checkpoint: str,
-                    timeout: float = 5.0) -> list[dict[str, Any]]:  # fmt: skip
+def queued_messages(redis_client: redis.Redis, deployment: str, checkpoint: str) -> list[dict[str, Any]]:
     """The Celery messages waiting on a transcribe queue (kombu's Redis list, base64 JSON bodies).
 
-    Waits up to `timeout` for the first one: the API creates the job before it sends the task, so a
-    test that saw the job may look at the queue a moment too early.
+    Waits up to 5 s for the first one: the API creates the job just before it sends the task.
     """
-    queue = transcribe_queue(deployment, checkpoint)
-    deadline = time.monotonic() + timeout
-    while not redis_client.llen(queue) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    raw = redis_client.lrange(queue, 0, -1)
+    key = queue_key(deployment, transcribe_queue(deployment, checkpoint))
+    deadline = time.monotonic() + 5
+    while not redis_client.llen(key) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    raw = redis_client.lrange(key, 0, -1)
     messages = []
     for item in raw:
         message = json.loads(item)
