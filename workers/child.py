@@ -15,8 +15,9 @@ supervisor disappears, the child shuts itself down.
 
 On SIGTERM a model child stops consuming (Celery's warm shutdown) and drains its executor: jobs not
 started yet go back to the queue at once, running ones get ``HARK_SHUTDOWN_GRACE_SECONDS`` to finish
-and are requeued after it (:class:`~workers.executor.ExecutorDraining` -> ``Reject(requeue=True)``),
-so another worker takes them within seconds instead of after the visibility timeout.
+and are handed back after it (:class:`~workers.executor.ExecutorDraining` -> a copy of the message put
+back on the queue, see ``workers.tasks._hand_back``), so another worker takes them within seconds instead
+of after the visibility timeout.
 
 The webhook child also runs the deployment's reaper (:mod:`workers.reaper`), which answers jobs
 still open past their deadline with ``job_lost``.

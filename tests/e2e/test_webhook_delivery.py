@@ -20,8 +20,10 @@ import pytest
 import redis
 from celery import Celery
 
+from hark.broker import celery_settings
 from hark.jobs import JobStore
 from hark.queues import TASK_DELIVER_WEBHOOK, webhook_queue
+from hark.settings import load_settings
 from tests.audio import AudioFactory
 from tests.e2e.helpers import assert_error, post_audio
 from tests.processes import HarkProcess, Launcher
@@ -49,9 +51,11 @@ class Hooks:
         self.deployment = launcher.new_deployment("wh")
         self.child: HarkProcess = launcher.start_webhook_child(self.deployment, concurrency, **CHILD_ENV)
         self.store = JobStore(redis.Redis.from_url(redis_url), self.deployment, result_ttl=600, audio_ttl=60)
-        self.producer = Celery("hark-tests", broker=redis_url, set_as_current=False)
+        # Sent through the deployment's broker settings (its key prefix), as a model child sends it.
+        self.producer = Celery("hark-tests", set_as_current=False)
         self.producer.conf.update(task_serializer="json", accept_content=["json"],
-                                  broker_connection_retry_on_startup=True)  # fmt: skip
+                                  broker_connection_retry_on_startup=True,
+                                  **celery_settings(load_settings(redis_url=redis_url, deployment=self.deployment)))
 
     def finished_job(self, url: str, method: str = "POST", extra: str | None = None) -> str:
         """A job that ended with a transcript and asked for a webhook to `url`; its request id."""

@@ -22,6 +22,7 @@ import hmac
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -37,6 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import redis
 import requests
+import yaml
 
 from hark.registry import live_instances
 from hark.schemas import InstanceRecord
@@ -132,23 +134,18 @@ NO_PERSISTENCE_ARGS: tuple[str, ...] = ("--appendonly", "no", "--save", "")
 
 
 def deploy_redis_args(compose: Path) -> list[str]:
-    """The ``redis-server`` arguments of the ``redis`` service in a docker-compose file (empty if none)."""
-    text = compose.read_text(encoding="utf-8")
-    lines = text.splitlines()
-    in_redis = False
-    for line in lines:
-        stripped = line.strip()
-        if stripped.startswith("redis:") and len(line) - len(line.lstrip()) <= 4:
-            in_redis = True
-            continue
-        if in_redis and stripped.startswith("command:"):
-            raw = stripped.split(":", 1)[1].strip()
-            if raw.startswith("["):
-                return [str(item) for item in json.loads(raw)][1:]
-            return raw.split()[1:]
-        if in_redis and stripped and len(line) - len(line.lstrip()) <= 2 and not stripped.startswith("#"):
-            in_redis = False
-    return []
+    """The ``redis-server`` flags of the ``redis`` service in a docker-compose file (empty if none).
+
+    ``${VAR:-default}`` takes its default, and ``--dir`` is dropped (the harness picks the directory).
+    """
+    services = (yaml.safe_load(compose.read_text(encoding="utf-8")) or {}).get("services") or {}
+    command = (services.get("redis") or {}).get("command") or []
+    argv = command.split() if isinstance(command, str) else [str(item) for item in command]
+    argv = [re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}", r"\1", item) for item in argv[1:]]
+    if "--dir" in argv:
+        index = argv.index("--dir")
+        del argv[index : index + 2]
+    return argv
 
 
 class AofRedis:

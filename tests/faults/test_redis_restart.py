@@ -128,21 +128,6 @@ def _down_problems(report: RestartReport) -> list[str]:
     return problems
 
 
-def test_deploy_files_run_redis_with_aof() -> None:
-    """Fix 7: the compose file's Redis persists (AOF every second) and never evicts job state."""
-    from tests.faults.conftest import ROOT
-    from tests.faults.harness import deploy_redis_args
-
-    args = deploy_redis_args(ROOT / "deploy" / "docker-compose.yml")
-    pairs = {args[i]: args[i + 1] for i in range(len(args) - 1) if args[i].startswith("--")}
-    wanted = {"--appendonly": "yes", "--appendfsync": "everysec", "--maxmemory-policy": "noeviction"}
-    wrong = {k: pairs.get(k) for k, v in wanted.items() if pairs.get(k) != v}
-    if "--maxmemory" not in pairs:
-        wrong["--maxmemory"] = None
-    assert not wrong, (f"deploy/docker-compose.yml runs redis-server with {args}: persistence must be AOF "
-                       f"(appendonly yes, appendfsync everysec, maxmemory + noeviction; fix 7), wrong: {wrong}")
-
-
 @pytest.mark.timeout(1500)
 def test_redis_restart_under_load(fault_stack: FaultStack, scale: Scale, load_clips: list[bytes],
                                   results_dir: Path) -> None:  # fmt: skip
