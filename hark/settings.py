@@ -231,6 +231,10 @@ class Settings(BaseSettings):
     """A job not ended this long after it was accepted is failed by the reaper (``job_lost``, with its
     webhook); default: audio TTL + visibility timeout + 60 s (time to wait, run once, crash and rerun)."""
 
+    store_retry_seconds: float = Field(60.0, gt=0, le=3600, validation_alias="HARK_STORE_RETRY_SECONDS")
+    """How long a worker retries recording a job's state in Redis (a failover) before handing the job back
+    to the queue instead of acknowledging it."""
+
     reaper_interval_seconds: float = Field(15.0, gt=0, validation_alias="HARK_REAPER_INTERVAL_SECONDS")
     """How often a worker looks for jobs past their deadline."""
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
 from celery.exceptions import Reject
@@ -35,6 +36,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, stop_af
 from hark.jobs import FINAL_STATUSES
 from hark.queues import TASK_DELIVER_WEBHOOK, TASK_TRANSCRIBE, transcribe_queue, webhook_queue
 from hark.schemas import JobFailure, Metadata, TranscribeTask, TranscriptionResponse, Utterance, Word
+from hark.settings import Settings
 from workers.audio import AudioError, EncodedAudio
 from workers.celery_app import app
 from workers.context import WorkerContext, current
@@ -42,14 +44,18 @@ from workers.executor import ExecutorDraining, SlotsExhausted, SubmissionTimeout
 from workers.transcript import Transcript
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
-#: Redis hiccups while publishing a final answer are retried for this long before giving up.
-_publish_retry = retry(
-    retry=retry_if_exception_type(redis.RedisError),
-    stop=stop_after_attempt(8) | stop_after_delay(60),
-    wait=wait_exponential(multiplier=0.2, max=5.0),
-    reraise=True,
-)
+
+def _store_retry(settings: Settings) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Retry a job-state write through Redis hiccups for ``HARK_STORE_RETRY_SECONDS``, then give up
+    (the task then hands the job back to the queue rather than acknowledging it)."""
+    return retry(
+        retry=retry_if_exception_type(redis.RedisError),
+        stop=stop_after_attempt(8) | stop_after_delay(settings.store_retry_seconds),
+        wait=wait_exponential(multiplier=0.2, max=5.0),
+        reraise=True,
+    )
 
 
 @app.task(name=TASK_TRANSCRIBE, bind=True, acks_late=True, ignore_result=True)
@@ -114,7 +120,7 @@ def handle_transcription(context: WorkerContext, task: TranscribeTask, *, redeli
         ), log_extra)  # fmt: skip
     try:
         with executor.admit():
-            if not _publish_retry(store.mark_processing)(rid, context.worker_id):
+            if not _store_retry(context.settings)(store.mark_processing)(rid, context.worker_id):
                 logger.info("job already answered; skipping the redelivered message", extra=log_extra)
                 return "skipped"
             logger.info("transcribing%s", " (redelivered)" if redelivered else "", extra=log_extra)
@@ -159,7 +165,7 @@ def handle_transcription(context: WorkerContext, task: TranscribeTask, *, redeli
         ), log_extra)  # fmt: skip
 
     response = build_response(task, transcript, elapsed, context.deployment, context.checkpoint.label)
-    if not _publish_retry(store.complete)(rid, response.wire()):
+    if not _store_retry(context.settings)(store.complete)(rid, response.wire()):
         logger.warning("the job had already ended (another worker, or the reaper); dropping this transcript",
                        extra=log_extra)  # fmt: skip
         return "skipped"
@@ -232,7 +238,7 @@ def _finish_failed(context: WorkerContext, task: TranscribeTask, failure: JobFai
     level = logging.WARNING if failure.http_status < 500 else logging.ERROR
     logger.log(level, "job failed: %s (%s, HTTP %d)", failure.message, failure.code, failure.http_status,
                extra=log_extra)  # fmt: skip
-    if not _publish_retry(context.store.fail)(task.request_id, failure):
+    if not _store_retry(context.settings)(context.store.fail)(task.request_id, failure):
         logger.warning("the job had already ended; this failure is not recorded", extra=log_extra)
         return "skipped"
     context.store.drop_audio(task.audio_key)
@@ -266,7 +272,7 @@ def _refuse_payload(context: WorkerContext, payload: Any, error: ValidationError
     logger.error("invalid task payload: %s", error.errors()[:3],
                  extra={"request_id": request_id if isinstance(request_id, str) else ""})  # fmt: skip
     if isinstance(request_id, str) and request_id and not context.store.is_finished(request_id):
-        _publish_retry(context.store.fail)(request_id, JobFailure(
+        _store_retry(context.settings)(context.store.fail)(request_id, JobFailure(
             code="invalid_task", http_status=500,
             message="the job reached the worker in a form it does not understand (API and worker versions differ?)",
         ))  # fmt: skip

