@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,12 +30,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
-import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.overhead import free_port  # noqa: E402
+from bench.platform import LocalPlatform  # noqa: E402
 from bench.report import update_benchmarks  # noqa: E402
 from checkpoints.bundled import build_bundled  # noqa: E402
 from hark.settings import load_settings  # noqa: E402
@@ -102,59 +100,24 @@ class Sampler:
         self._thread.join()
 
 
-class Worker:
+class Worker(LocalPlatform):
     """A private redis-server, a ``hark worker`` serving one checkpoint and its API."""
 
     def __init__(self, model_dir: Path, workdir: Path) -> None:
-        redis_port, self.port = free_port(), free_port()
-        env = dict(os.environ, HF_HUB_OFFLINE="1", REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
-                   HARK_DEPLOYMENT="bench-memory", MODEL_URL=str(model_dir), HARK_CPU_THREADS=str(THREADS),
-                   HARK_ENGINE_WORKERS=str(LANES), HARK_CONCURRENCY_PER_CHECKPOINT="8", HARK_API_PORT=str(self.port),
-                   HARK_API_WORKERS="1", HARK_API_THREADS="16", HARK_SYNC_WAIT_SECONDS="1800",
-                   HARK_LOG_LEVEL="WARNING")  # fmt: skip
-        env.pop("HARK_API_KEYS", None)
-        self.processes = [subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--save", "",
-             "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)]  # fmt: skip
-        time.sleep(0.5)
-        for role in ("worker", "api"):
-            log = (workdir / f"{role}.log").open("w")
-            self.processes.append(subprocess.Popen([sys.executable, "-m", "hark.cli", role], env=env, cwd=ROOT,
-                                                   stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"the worker was not ready; see the logs in {workdir}")
+        super().__init__(model_dir, workdir, "bench-memory", HARK_CPU_THREADS=str(THREADS),
+                         HARK_ENGINE_WORKERS=str(LANES), HARK_CONCURRENCY_PER_CHECKPOINT="8", HARK_API_WORKERS="1",
+                         HARK_API_THREADS="16", HARK_SYNC_WAIT_SECONDS="1800")  # fmt: skip
 
     def model_child(self) -> int:
         """The pid of the worker's model child (``python -m workers.child model ...``)."""
-        for child in psutil.Process(self.processes[1].pid).children(recursive=True):
+        for child in psutil.Process(self.worker_pid).children(recursive=True):
             command = child.cmdline()
             if "workers.child" in command and "model" in command:
                 return child.pid
         raise RuntimeError("no model child found")
 
     def transcribe(self, audio: bytes) -> dict:
-        answer = requests.post(f"{self.url}/waves/v1/stt/", params={"model": "pulse", "language": "en"}, data=audio,
-                               headers={"Content-Type": "application/octet-stream"}, timeout=1800)  # fmt: skip
-        answer.raise_for_status()
-        return answer.json()
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):
-            process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        return self.post(audio, timeout=1800).json()
 
 
 def old_side_main(model_dir: str, audio_path: str) -> int:

@@ -13,8 +13,6 @@ import argparse
 import io
 import os
 import platform
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,11 +21,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import requests
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.platform import LocalPlatform  # noqa: E402
 from bench.report import update_benchmarks  # noqa: E402
 from checkpoints.bundled import build_bundled  # noqa: E402
 from hark.settings import load_settings  # noqa: E402
@@ -36,12 +33,6 @@ TEXT = (
     "Thank you for calling. Your order has shipped and should arrive on Thursday. "
     "If you have any other questions, please call us back tomorrow morning."
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def make_audio(workdir: Path) -> bytes:
@@ -56,56 +47,17 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-class Platform:
+class Platform(LocalPlatform):
     """A private Redis, one worker and one API, started for the benchmark and stopped after it."""
 
     def __init__(self, model_dir: Path, threads: int, lanes: int, workdir: Path) -> None:
-        self.port = free_port()
-        redis_port = free_port()
-        self.env = dict(
-            os.environ, HF_HUB_OFFLINE="1", REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
-            HARK_DEPLOYMENT="bench", MODEL_URL=str(model_dir), HARK_CPU_THREADS=str(threads),
-            HARK_ENGINE_WORKERS=str(lanes), HARK_CONCURRENCY_PER_CHECKPOINT="16",
-            HARK_API_PORT=str(self.port), HARK_API_WORKERS="1", HARK_API_THREADS="32", HARK_LOG_LEVEL="WARNING",
-        )
-        self.env.pop("HARK_API_KEYS", None)
-        self.logs = workdir
-        self.processes = [subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--save", "",
-             "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)]
-        time.sleep(0.5)
-        for role in ("worker", "api"):
-            log = (workdir / f"{role}.log").open("w")
-            self.processes.append(subprocess.Popen([sys.executable, "-m", "hark.cli", role], env=self.env,
-                                                   stdout=log, stderr=subprocess.STDOUT))
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"platform not ready; see logs in {workdir}")
+        super().__init__(model_dir, workdir, "bench", HARK_CPU_THREADS=str(threads), HARK_ENGINE_WORKERS=str(lanes),
+                         HARK_CONCURRENCY_PER_CHECKPOINT="16", HARK_API_WORKERS="1", HARK_API_THREADS="32")
 
     def transcribe(self, audio: bytes) -> float:
         start = time.perf_counter()
-        answer = requests.post(f"{self.url}/waves/v1/stt/", params={"model": "pulse", "language": "en"},
-                               data=audio, headers={"Content-Type": "application/octet-stream"}, timeout=600)
-        elapsed = time.perf_counter() - start
-        answer.raise_for_status()
-        return elapsed
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):
-            process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        self.post(audio, timeout=600)
+        return time.perf_counter() - start
 
 
 def run(requests_per_level: int, levels: list[int], threads: int, lanes: int) -> str:
