@@ -34,7 +34,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.platform import LocalPlatform  # noqa: E402
+from bench.deployment import LocalPlatform  # noqa: E402
 from bench.report import update_benchmarks  # noqa: E402
 from checkpoints.bundled import build_bundled  # noqa: E402
 from hark.settings import load_settings  # noqa: E402
