@@ -140,6 +140,10 @@ audio probe + routing ≈ 10 ms, enqueue → worker pickup → result → wake-u
 ≈ 9 ms. At concurrency 8 both sides share the same two inference lanes; Hark's p50 is lower because
 its queue admits requests in order while the direct side's eight threads contend for two lanes.
 Numbers move by ±10 % between runs on this shared 2-core machine; compare ratios from one run.
+Since the hardening work (2026-12-02) each request also takes a per-client lease, reserves its bytes
+in the staged-audio budget and enters the deadline index (a few Redis round trips, ~0.1 ms each on
+loopback), and the worker decodes on the lane in windows; the ratios stayed where they were before it
+(2026-11-23: 1.029× at concurrency 1, 0.918× at 8).
 """
 
 
