@@ -28,7 +28,7 @@ from hark.logs import start_component
 from hark.proc import die_with_parent
 from hark.registry import live_instances
 from hark.schemas import CheckpointInfo
-from hark.settings import ConfigError, Settings
+from hark.settings import Settings
 
 log = logging.getLogger("hark.run")
 
@@ -134,14 +134,9 @@ def run_settings() -> Settings | None:
         return None
     if "api_host" not in settings.model_fields_set:
         settings = settings.model_copy(update={"api_host": DEFAULT_RUN_HOST})
-    try:
-        settings.check_api_auth()
-    except ConfigError as error:
-        log.error("%s", error)
-        return None
-    if settings.auth == "off":
-        log.warning("authentication is OFF (HARK_AUTH=off) on %s", settings.api_host)
-    return settings
+    from web.server import check_auth  # the API's own start-up check, run before anything starts
+
+    return settings if check_auth(settings) else None
 
 
 def main(argv: list[str]) -> int:
