@@ -238,6 +238,45 @@ class Settings(BaseSettings):
     reaper_interval_seconds: float = Field(15.0, gt=0, validation_alias="HARK_REAPER_INTERVAL_SECONDS")
     """How often a worker looks for jobs past their deadline."""
 
+    # --- live streaming (WebSocket) --------------------------------------------------
+    stream_start_timeout_seconds: float = Field(10.0, gt=0, le=300, validation_alias="HARK_STREAM_START_TIMEOUT_SECONDS")
+    """How long an upgrade waits for a worker of the checkpoint to take the session (a free slot) before it
+    is refused with 503 and Retry-After; the session is never queued beyond it."""
+
+    stream_idle_timeout_seconds: float = Field(
+        60.0, gt=0, le=86400, validation_alias="HARK_STREAM_IDLE_TIMEOUT_SECONDS"
+    )
+    """A session that receives no audio for this long is ended with an ``idle_timeout`` error (keepalives
+    keep the socket alive but do not count as audio)."""
+
+    stream_max_seconds: float = Field(4 * 3600, gt=0, validation_alias="HARK_STREAM_MAX_SECONDS")
+    """Longest a single live session may last (audio time); past it the session ends with an error."""
+
+    stream_lease_seconds: float = Field(5.0, ge=1, le=120, validation_alias="HARK_STREAM_LEASE_SECONDS")
+    """Expiry of the session's owner and client leases: a worker or API server that dies is noticed
+    by the other side within this (renewed every third of it)."""
+
+    stream_max_backlog_seconds: float = Field(
+        30.0, gt=0, le=3600, validation_alias="HARK_STREAM_MAX_BACKLOG_SECONDS"
+    )
+    """Audio a session may have waiting in Redis for its worker; past it the session ends with a
+    ``backlog`` error instead of growing without bound."""
+
+    stream_partial_interval_ms: int = Field(
+        400, ge=50, le=10000, validation_alias="HARK_STREAM_PARTIAL_INTERVAL_MS"
+    )
+    """Cadence of partial updates while speech goes on (new speech needed since the last one); under load
+    the cadence stretches by itself, as a session has at most one decode in flight."""
+
+    stream_max_utterance_seconds: float = Field(
+        20.0, ge=2, le=29, validation_alias="HARK_STREAM_MAX_UTTERANCE_SECONDS"
+    )
+    """An utterance longer than this is cut with a final (Whisper sees at most 30 s at a time), so the
+    cost of each update stays bounded."""
+
+    stream_max_frame_bytes: int = Field(1 << 20, ge=1024, le=16 << 20, validation_alias="HARK_STREAM_MAX_FRAME_BYTES")
+    """Largest WebSocket message accepted (1 MiB, as the SDK); bigger ones end the session (close 1009)."""
+
     @field_validator("deployment")
     @classmethod
     def _check_deployment(cls, value: str) -> str:
