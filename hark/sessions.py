@@ -266,13 +266,14 @@ class SessionStore:
             fields["d"] = data
         pipe = self.redis.pipeline()
         pipe.xadd(self.audio_key(sid), fields)  # type: ignore[arg-type]
+        pipe.expire(self.audio_key(sid), self.ttl_seconds)  # also bounds a stream re-created after the end
         pipe.xlen(self.audio_key(sid))
-        _entry_id, length = pipe.execute()
+        _entry_id, _ttl, length = pipe.execute()
         return int(length)
 
-    def backlog_bytes(self, sid: str) -> int:
-        """Bytes of audio the worker has not read yet (XLEN would count frames, whatever their size)."""
-        value = self.redis.hget(self.session_key(sid), "backlog")
+    def read_bytes(self, sid: str) -> int:
+        """Bytes of audio the worker has read so far (the API compares it with what it pushed: the backlog)."""
+        value = self.redis.hget(self.session_key(sid), "read_bytes")
         return int(value or 0)
 
     def release_client(self, sid: str) -> None:
@@ -300,10 +301,13 @@ class SessionStore:
         return [(entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields)
                 for entry_id, fields in entries]  # fmt: skip
 
-    def trim(self, sid: str, upto: str) -> None:
-        """Drop the entries read so far (``upto`` inclusive): the stream holds only the backlog."""
+    def mark_read(self, sid: str, upto: str, read_bytes: int) -> None:
+        """Drop the entries read so far (``upto`` inclusive) and record the bytes read (for the backlog check)."""
         major, _, minor = upto.partition("-")
-        self.redis.xtrim(self.audio_key(sid), minid=f"{major}-{int(minor or 0) + 1}", approximate=False)
+        pipe = self.redis.pipeline()
+        pipe.xtrim(self.audio_key(sid), minid=f"{major}-{int(minor or 0) + 1}", approximate=False)
+        pipe.hset(self.session_key(sid), "read_bytes", read_bytes)
+        pipe.execute()
 
     def publish(self, sid: str, envelope: Envelope) -> int:
         """Send an envelope to the API server relaying the session; number of receivers."""

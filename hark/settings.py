@@ -187,7 +187,10 @@ class Settings(BaseSettings):
     api_host: str = Field("0.0.0.0", validation_alias="HARK_API_HOST")
     api_port: int = Field(7100, ge=1, le=65535, validation_alias="HARK_API_PORT")
     api_workers: int = Field(2, ge=1, validation_alias="HARK_API_WORKERS")
-    api_threads: int = Field(160, ge=1, validation_alias="HARK_API_THREADS")
+    api_threads: int = Field(224, ge=1, validation_alias="HARK_API_THREADS")
+    """Threads per API process. Every waiting REST request and every open live session holds one, so
+    workers x threads should be at least 3x the deployment's slots (a stream per slot plus 2x slots of
+    waiting REST requests): 2 x 224 = 448 covers one worker's 144 slots with three checkpoints."""
     api_keys: str = Field("", validation_alias=AliasChoices("HARK_API_KEYS", "HARK_API_KEY"))
     """Comma-separated bearer keys; empty disables auth (logged loudly at start)."""
 
@@ -239,7 +242,9 @@ class Settings(BaseSettings):
     """How often a worker looks for jobs past their deadline."""
 
     # --- live streaming (WebSocket) --------------------------------------------------
-    stream_start_timeout_seconds: float = Field(10.0, gt=0, le=300, validation_alias="HARK_STREAM_START_TIMEOUT_SECONDS")
+    stream_start_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, validation_alias="HARK_STREAM_START_TIMEOUT_SECONDS"
+    )
     """How long an upgrade waits for a worker of the checkpoint to take the session (a free slot) before it
     is refused with 503 and Retry-After; the session is never queued beyond it."""
 

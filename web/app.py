@@ -13,7 +13,7 @@ import time
 from flask import Flask, Response, g
 
 from hark.settings import Settings, get_settings
-from web import health, jobs, openapi, stt
+from web import health, jobs, openapi, stream, stt
 from web.auth import install_auth
 from web.errors import current_request_id, new_request_id, register_error_handlers
 from web.limits import install_client_limits
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
 
     app.register_blueprint(stt.bp)
+    app.register_blueprint(stream.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)

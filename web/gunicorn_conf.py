@@ -1,10 +1,16 @@
 """gunicorn configuration of the API tier, derived from :class:`~hark.settings.Settings`.
 
-Submit-and-wait requests spend most of their life blocked on Redis, so the API uses ``gthread``
-workers with many threads: ``HARK_API_WORKERS x HARK_API_THREADS`` requests can wait at once,
-which must stay at least twice the deployment's total slots (2 x 160 = 320 by default, against
-128 slots for two checkpoints). gthread's ``timeout`` is a heartbeat of the worker's main loop, not
-a per-request limit, so long waits are safe. Logs (access log included) go through
+Submit-and-wait requests spend most of their life blocked on Redis, and an open live session
+(WebSocket) holds its request thread for the session's life, so the API uses ``gthread`` workers
+with many threads: ``HARK_API_WORKERS x HARK_API_THREADS`` requests and sessions can be open at once.
+Size it at three times the deployment's slots: every slot may hold a live session, and REST
+clients keep up to twice the slots waiting (running plus queued). The default 2 x 224 = 448 covers
+one worker's 144 slots with three checkpoints (128 with one or two). A live session also has two
+light threads of its own (the WebSocket reader of flask-sock's ``simple_websocket`` and the relay
+of its results), which sleep on their sockets. gthread's ``timeout`` is a heartbeat of the worker's
+main loop, not a per-request limit, so long waits and long sessions are safe. An event-loop worker
+class (gevent) would hold sockets more cheaply, but Redis, Celery and the body-read deadline are
+written for threads here; the streaming benchmark (bench/streaming.py) measures the thread model. Logs (access log included) go through
 :mod:`hark.logs` in the same structured format as the rest of Hark.
 
 ``hark api`` (``web.server``) uses :func:`gunicorn_options`; the file also works as

@@ -17,6 +17,7 @@ from flask import current_app
 
 from hark.broker import celery_settings
 from hark.jobs import JobStore
+from hark.sessions import SessionStore
 from hark.settings import Settings
 
 #: Connections beyond one per request thread (health checks, registry reads, Celery bookkeeping).
@@ -33,6 +34,7 @@ class Services:
     redis: redis.Redis
     jobs: JobStore
     celery: Celery
+    sessions: SessionStore
 
 
 def services() -> Services:
@@ -43,12 +45,13 @@ def services() -> Services:
 def make_redis(settings: Settings) -> redis.Redis:
     """A Redis client whose blocking pool has a connection for every request thread.
 
-    Waiting requests hold a connection in BLPOP (in slices of at most 5 s), so the pool is sized
-    ``api_threads + 20``; a thread that still finds it empty waits rather than failing at once.
+    Waiting requests hold a connection in BLPOP (in slices of at most 5 s) and every open live session
+    holds one for its result channel (pub/sub) besides the ones its thread borrows, so the pool is
+    sized ``2 x api_threads + 20``; a thread that still finds it empty waits rather than failing at once.
     """
     pool = redis.BlockingConnectionPool.from_url(
         settings.redis_url,
-        max_connections=settings.api_threads + EXTRA_REDIS_CONNECTIONS,
+        max_connections=2 * settings.api_threads + EXTRA_REDIS_CONNECTIONS,
         timeout=REDIS_POOL_TIMEOUT_SECONDS,
         health_check_interval=30,
         socket_connect_timeout=5,
@@ -75,4 +78,6 @@ def make_services(settings: Settings) -> Services:
         jobs=JobStore(client, settings.deployment, settings.result_ttl_seconds, settings.audio_ttl_seconds,
                       audio_budget=settings.staged_audio_budget_bytes, deadline=settings.job_deadline),
         celery=make_celery(settings),
+        sessions=SessionStore(client, settings.deployment, settings.stream_lease_seconds,
+                              settings.stream_idle_timeout_seconds),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-app = Celery("hark", include=["workers.tasks", "workers.webhooks"])
+app = Celery("hark", include=["workers.tasks", "workers.webhooks", "workers.stream_task"])
 app.config_from_object("celeryconfig")
 # Survives a Redis restart with jobs running (see workers/broker_transport.py).
 app.conf.broker_transport = "workers.broker_transport:Transport"

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis
 
 from hark.jobs import JobStore
 from hark.schemas import CheckpointInfo
+from hark.sessions import SessionStore
 from hark.settings import Settings
 from workers.executor import CheckpointExecutor
+
+if TYPE_CHECKING:
+    from workers.stream_transcriber import UtteranceDecoder
 
 
 @dataclass
@@ -28,6 +33,10 @@ class WorkerContext:
     checkpoint: CheckpointInfo | None = None
     """The checkpoint this child serves (None in the webhook child)."""
     executor: CheckpointExecutor | None = None
+    sessions: SessionStore | None = None
+    """Live sessions' Redis state (model children only)."""
+    engine_decoder: UtteranceDecoder | None = None
+    """Runs live sessions' partial and final decodes on the executor's lanes (model children only)."""
 
     @property
     def deployment(self) -> str:
@@ -62,6 +71,12 @@ def current() -> WorkerContext:
     if context is None:
         raise RuntimeError("no worker context: Hark tasks run only in processes started by `hark worker`")
     return context
+
+
+def make_session_store(settings: Settings, client: redis.Redis) -> SessionStore:
+    """The deployment's live-session store with the configured lease and idle timeout."""
+    return SessionStore(client, settings.deployment, settings.stream_lease_seconds,
+                        settings.stream_idle_timeout_seconds)  # fmt: skip
 
 
 def make_store(settings: Settings, client: redis.Redis) -> JobStore:
