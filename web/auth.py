@@ -48,6 +48,29 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip()
 
 
+#: Browsers cannot set headers on a WebSocket: they offer ``["bearer", "<key>"]`` as subprotocols
+#: (``new WebSocket(url, ["bearer", key])``) and the server answers with the ``bearer`` subprotocol.
+BEARER_SUBPROTOCOL = "bearer"
+
+
+def subprotocol_token(header: str | None) -> str | None:
+    """The key of a ``Sec-WebSocket-Protocol: bearer, <key>`` offer, or None."""
+    if not header:
+        return None
+    offered = [item.strip() for item in header.split(",")]
+    if len(offered) >= 2 and offered[0].lower() == BEARER_SUBPROTOCOL and offered[1]:
+        return offered[1]
+    return None
+
+
+def presented_token() -> str | None:
+    """The key the request carries: the Authorization header, else (WebSocket upgrades) the subprotocol offer."""
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None and request.headers.get("Upgrade", "").lower() == "websocket":
+        token = subprotocol_token(request.headers.get("Sec-WebSocket-Protocol"))
+    return token
+
+
 def key_id(key: str) -> str:
     """A stable, non-reversible name for `key` (for limits and logs; never the key itself)."""
     return "key:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
@@ -56,7 +79,7 @@ def key_id(key: str) -> str:
 def presented_key_is_valid() -> bool:
     """True when the request carries one of the configured keys (False when none is configured)."""
     keys = services().settings.api_key_list
-    token = bearer_token(request.headers.get("Authorization"))
+    token = presented_token()
     return bool(keys) and token is not None and key_matches(token, keys)
 
 
@@ -70,7 +93,7 @@ def authenticate() -> None:
     g.client_id = "addr:" + (request.remote_addr or "unknown")
     if request.endpoint in PUBLIC_ENDPOINTS or not settings.auth_required:
         return
-    token = bearer_token(request.headers.get("Authorization"))
+    token = presented_token()
     if token is None:
         raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", [{"code": "unauthorized"}],
                        {"WWW-Authenticate": "Bearer"})  # fmt: skip

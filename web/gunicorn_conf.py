@@ -10,8 +10,8 @@ light threads of its own (the WebSocket reader of flask-sock's ``simple_websocke
 of its results), which sleep on their sockets. gthread's ``timeout`` is a heartbeat of the worker's
 main loop, not a per-request limit, so long waits and long sessions are safe. An event-loop worker
 class (gevent) would hold sockets more cheaply, but Redis, Celery and the body-read deadline are
-written for threads here; the streaming benchmark (bench/streaming.py) measures the thread model. Logs (access log included) go through
-:mod:`hark.logs` in the same structured format as the rest of Hark.
+written for threads here; the streaming benchmark (bench/streaming.py) measures the thread model.
+Logs (access log included) go through :mod:`hark.logs` in the same structured format as the rest of Hark.
 
 ``hark api`` (``web.server``) uses :func:`gunicorn_options`; the file also works as
 ``gunicorn -c web/gunicorn_conf.py 'web.app:create_app()'``.

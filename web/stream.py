@@ -53,6 +53,7 @@ from hark.sessions import (
     StreamTask,
     new_session_id,
 )
+from web.auth import BEARER_SUBPROTOCOL
 from web.errors import ApiError, current_request_id
 from web.params import ParamError
 from web.services import Services, services
@@ -120,7 +121,7 @@ def open_session() -> Response:
         pubsub.subscribe(store.channel(sid))  # before the task exists: no message can be missed
         _start_session(task, route.checkpoint.name, svc, log_extra)
         _wait_for_worker(pubsub, task, svc, log_extra)
-        ws = HarkServer(request.environ, ping_interval=PING_INTERVAL_SECONDS,
+        ws = HarkServer(request.environ, ping_interval=PING_INTERVAL_SECONDS, subprotocols=[BEARER_SUBPROTOCOL],
                         max_message_size=svc.settings.stream_max_frame_bytes, session_id=sid)  # fmt: skip
         log.info("live session open (%s, %d Hz, language %s)", params.encoding, params.sample_rate, params.language,
                  extra=log_extra)  # fmt: skip
