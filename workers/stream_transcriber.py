@@ -285,6 +285,15 @@ class StreamTranscriber:
         if self._partial is not None:
             self._partial.future.cancel()  # skipped if no lane took it yet; dropped when it comes back
 
+    def cancel(self) -> None:
+        """The session is over without a goodbye (client gone, error): drop every decode not started yet."""
+        self._closed = True
+        if self._partial is not None:
+            self._partial.future.cancel()
+        for final in self._finals:
+            if final.future is not None:
+                final.future.cancel()
+
     # --- segmenting ---------------------------------------------------------------------------------
     def _process(self, block: np.ndarray) -> list[Message]:
         start = self._position
