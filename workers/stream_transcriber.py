@@ -18,7 +18,8 @@ normally the checkpoint's inference lanes), so :meth:`StreamTranscriber.feed` ne
   the session's already chose the audio (a tenth of the ~0.7 s a tiny.en partial takes on one thread,
   most of it the encoder's fixed 30 s window).
 - **Finals.** Submitted at once (never behind a partial) and emitted strictly in order; a partial that
-  comes back after its utterance was finalized is dropped. A final with no text is not sent, except
+  comes back after its utterance was finalized is dropped, and one of the next utterance waits until the
+  finals before it are out. A final with no text is not sent, except
   the ones a client asked for (``finalize``: ``from_finalize``; ``close``: ``is_last``), which always are.
 - **Language.** Forced by the request, else detected (within ``detect_among`` when given) until the first
   final with text, whose language the session keeps, as the batch path keeps its first window's.
@@ -253,10 +254,6 @@ class StreamTranscriber:
             Exception: A final's decode failed (its error; the final is dropped), or the decoder refused work.
         """
         messages: list[Message] = []
-        partial = self._partial
-        if partial is not None and partial.future.done():
-            self._partial = None
-            messages += self._on_partial(partial)
         while self._finals:
             head = self._finals[0]
             if head.future is not None and not head.future.done():
@@ -267,6 +264,12 @@ class StreamTranscriber:
             message = self._final_message(head)
             if message is not None:
                 messages.append(message)
+        partial = self._partial
+        # A partial of the next utterance waits for the previous one's final: the client sees them in order.
+        stale = partial is not None and partial.utterance is not self._utterance
+        if partial is not None and partial.future.done() and (stale or not self._finals):
+            self._partial = None
+            messages += self._on_partial(partial)
         self._maybe_partial()
         return messages
 

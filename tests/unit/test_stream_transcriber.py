@@ -216,6 +216,22 @@ def test_finals_are_not_held_back_by_a_partial_and_come_out_in_order() -> None:
     assert finals(out) == []
 
 
+def test_a_partial_of_the_next_utterance_waits_for_the_previous_final() -> None:
+    decoder = FakeDecoder(hold=True)
+    transcriber = fake(decoder)
+    push(transcriber, np.concatenate((tone(1.0), quiet(0.8))))
+    assert decoder.kinds() == ["partial", "final"]
+    decoder.resolve(0)
+    assert transcriber.poll() == []
+    push(transcriber, tone(0.6))
+    assert decoder.kinds() == ["partial", "final", "partial"]
+    decoder.resolve(2)
+    assert transcriber.poll() == [], "held back: the final before it is not out yet"
+    decoder.resolve(1)
+    out = transcriber.poll()
+    assert [m.is_final for m in out if isinstance(m, TranscriptionMessage)] == [True, False]
+
+
 def test_finalize_and_close() -> None:
     decoder = FakeDecoder()
     transcriber = fake(decoder)
@@ -388,19 +404,34 @@ class Run:
 
 
 def drive(transcriber: StreamTranscriber, stream: np.ndarray, *, speed: float | None = None, close: bool = True,
-          chunk_s: float = 0.1, timeout: float = 60.0) -> Run:  # fmt: skip
-    """Feed 100 ms chunks at `speed` × real time (None: as fast as possible), polling every 20 ms; then close."""
+          max_lag: float | None = None, chunk_s: float = 0.1, timeout: float = 60.0) -> Run:  # fmt: skip
+    """Feed 100 ms chunks at `speed` × real time (None: as fast as possible), polling every 20 ms; then close.
+
+    With `max_lag`, feeding also waits while decodes are in flight and nothing came out for `max_lag` seconds
+    of audio: on a loaded machine the audio slows down to the decodes instead of starving the partials.
+    """
     out: list[tuple[float, Message]] = []
     step = int(chunk_s * SR)
     began = time.monotonic()
-    fed = 0.0
+    fed = progress = 0.0
+
+    def collect() -> None:
+        nonlocal progress
+        messages = transcriber.poll()
+        out.extend((fed, m) for m in messages)
+        if not transcriber.busy or any(isinstance(m, TranscriptionMessage) for m in messages):
+            progress = fed
+
     for start in range(0, stream.size, step):
         fed = min(stream.size, start + step) / SR
-        out += [(fed, m) for m in transcriber.feed(stream[start : start + step]) + transcriber.poll()]
+        out.extend((fed, m) for m in transcriber.feed(stream[start : start + step]))
+        collect()
         due = began + fed / speed if speed else 0.0
-        while (now := time.monotonic()) < due:
-            time.sleep(min(0.02, due - now))
-            out += [(fed, m) for m in transcriber.poll()]
+        while (now := time.monotonic()) < due or (max_lag and fed - progress > max_lag and now < began + timeout):
+            time.sleep(min(0.02, max(0.005, due - now)))
+            collect()
+        if speed:
+            began = max(began, time.monotonic() - fed / speed)  # time spent waiting on decodes is not caught up
     if close:
         transcriber.close()
     deadline = time.monotonic() + timeout
@@ -448,7 +479,7 @@ def conversation(lanes: LaneDecoder, vad_model: VadModel, audio: AudioFactory) -
     transcriber = StreamTranscriber("s_conv", params, TranscriptionOptions(language="en"), lanes, vad_model=vad_model)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(LocalAgreement, "update", spy)
-        run = drive(transcriber, stream, speed=1.5)
+        run = drive(transcriber, stream, speed=1.5, max_lag=1.0)
     return Conversation(run, texts, spans, commits, shown, stream.size / SR)
 
 
@@ -557,7 +588,7 @@ def test_length_and_word_caps_cut_the_utterance(lanes: LaneDecoder, vad_model: V
     assert wer(text, " ".join(m.transcript for m in cut)) <= 0.5
     transcriber = StreamTranscriber("s_words", StreamParams(max_words=4), TranscriptionOptions(language="en"), lanes,
                                     partial_interval_s=0.4, vad_model=vad_model)  # fmt: skip
-    cut = [m for m in drive(transcriber, stream, speed=1.5).finals if m.transcript]
+    cut = [m for m in drive(transcriber, stream, speed=1.5, max_lag=1.0).finals if m.transcript]
     assert len(cut) >= 2, [m.transcript for m in cut]
     assert len(cut[0].transcript.split()) >= 4
     assert wer(text, " ".join(m.transcript for m in cut)) <= 0.5
@@ -573,6 +604,8 @@ def test_decode_utterance_partials_are_cheap_and_finals_are_timed(lanes: LaneDec
     assert all(0.0 <= start <= end <= clip.size / SR + 0.05 for _w, start, end, _p in final.words)
     prefixed = lanes.submit(DecodeRequest(samples=clip, kind="partial", language="en", prefix="Please call")).result(30)
     assert prefixed.text.startswith("Please call")
+    crumb = lanes.submit(DecodeRequest(samples=clip[:800], kind="final", language="en")).result(30)
+    assert crumb.text == "" and crumb.words == []
 
 
 @pytest.mark.timeout(120)
