@@ -67,7 +67,6 @@ PROMPT_WITH_CONTEXT = False
 class _Utterance:
     """The audio of one utterance: pieces of the stream, the last one open while speech goes on."""
 
-    number: int
     onset: int
     """Stream sample where its speech began (the VAD's onset, or where the previous utterance was cut)."""
     pieces: list[list[int]]
@@ -213,13 +212,13 @@ class StreamTranscriber:
         self._floor = 0  # audio before this sample was given to a final
         self._last_speech = 0  # end of the newest sample the VAD called speech
         self._utterance: _Utterance | None = None
-        self._count = 0
         self._partial: _Partial | None = None
         self._finals: deque[_Final] = deque()
         self._texts: list[str] = []  # finals' text as sent
         self._raw_texts: list[str] = []  # finals' text as decoded (the prompt)
         self._closed = False
         self._done = False
+        self._failure: Exception | None = None
 
     # --- the driver's calls -------------------------------------------------------------------------
     @property
@@ -253,6 +252,9 @@ class StreamTranscriber:
         Raises:
             Exception: A final's decode failed (its error; the final is dropped), or the decoder refused work.
         """
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
         messages: list[Message] = []
         while self._finals:
             head = self._finals[0]
@@ -261,7 +263,13 @@ class StreamTranscriber:
             self._finals.popleft()
             if head.is_last:
                 self._done = True
-            message = self._final_message(head)
+            try:
+                message = self._final_message(head)
+            except Exception as error:
+                if not messages:
+                    raise
+                self._failure = error  # raised by the next poll, after the finals before it are out
+                return messages
             if message is not None:
                 messages.append(message)
         partial = self._partial
@@ -331,9 +339,7 @@ class StreamTranscriber:
         return messages
 
     def _open(self, start: int, onset: int | None = None) -> None:
-        self._count += 1
-        self._utterance = _Utterance(number=self._count, onset=start if onset is None else onset,
-                                     pieces=[[start, -1]], requested=start)  # fmt: skip
+        self._utterance = _Utterance(onset=start if onset is None else onset, pieces=[[start, -1]], requested=start)
 
     def _cut(self, utterance: _Utterance, at: int) -> None:
         """End `utterance` at `at` with a final; speech still going on continues in a new one."""
@@ -450,6 +456,8 @@ class StreamTranscriber:
         else:
             start = end = low = high = _seconds(final.at)
         timed = self._timed_words(result, utterance, low, high) if text else []
+        if timed:
+            end = max(end, timed[-1][2])  # a trailing sound quieter than the VAD's threshold
         params = self.params
         words = None
         if params.word_timestamps:

@@ -170,13 +170,13 @@ def test_an_utterance_gives_vad_events_growing_partials_and_one_final() -> None:
     assert all(a.split() == b.split()[: len(a.split())] for a, b in itertools.pairwise(texts))
     [final] = finals(out)
     assert not final.is_last and final.from_finalize is False and final.transcript == final.transcription
-    assert final.start == pytest.approx(0.5, abs=0.04) and final.end == pytest.approx(2.5, abs=0.04)
+    assert final.start == pytest.approx(0.5, abs=0.04) and 2.46 <= final.end <= 2.75, "the end pad may hold a word"
     request = decoder.requests[decoder.kinds().index("final")][0]
     assert request.samples.size / SR == pytest.approx(2.0 + 0.25 + 0.25, abs=0.05), "pre-roll and pad on both sides"
     assert request.word_timestamps and request.prefix is None
     assert [r.prefix for r, _ in decoder.requests if r.kind == "partial"][-1], "partials carry the committed words"
     assert final.words and final.words[0].start >= final.start, "no word before the onset"
-    assert all(w.start >= 0.5 - 0.04 and w.end <= 2.75 + 1e-6 for w in final.words)
+    assert all(final.start <= w.start <= w.end <= final.end for w in final.words)
     assert [s.text for s in final.utterances or []] == ["w1 w2 w3 w4.", "w5 w6 w7 w8."]
     assert final.full_transcript == final.transcript
 
@@ -351,6 +351,19 @@ def test_a_detected_language_is_kept_for_the_session() -> None:
     assert all(r.language is None and r.detect_among == ["en", "de"] for r, _ in decoder.requests[: first_final + 1])
     assert all(r.language == "de" and r.detect_among is None for r, _ in decoder.requests[first_final + 1 :])
     assert [m.language for m in finals(out)] == ["de", "de"]
+
+
+def test_a_failed_final_is_raised_after_the_finals_before_it() -> None:
+    decoder = FakeDecoder(hold=True)
+    transcriber = fake(decoder, partial_interval_s=100)
+    push(transcriber, np.concatenate((tone(1.0), quiet(0.8), tone(1.0), quiet(0.8))))
+    assert decoder.kinds() == ["final", "final"]
+    decoder.resolve(0)
+    decoder.requests[1][1].set_exception(RuntimeError("decode broke"))
+    assert [m.transcript for m in finals(transcriber.poll())] == ["w1 w2 w3 w4."]
+    with pytest.raises(RuntimeError, match="decode broke"):
+        transcriber.poll()
+    assert transcriber.poll() == [] and not transcriber.busy
 
 
 def test_a_refusing_decoder_stops_the_session() -> None:
@@ -532,6 +545,7 @@ def test_final_words_sentences_and_full_transcript(conversation: Conversation) -
         for word in words:
             assert previous_end <= word.start <= word.end <= conversation.duration
             assert start - 0.1 <= word.start and word.end <= end + 0.35, "stream times, inside the utterance"
+            assert final.start <= word.start and word.end <= final.end
             assert 0.0 <= word.confidence <= 1.0
             previous_end = word.end
         sentences = final.utterances or []
