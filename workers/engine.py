@@ -76,6 +76,8 @@ MAX_COMPRESSION_RATIO = 2.4
 #: Token budget of a partial decode: a fixed part plus this many tokens per second of audio.
 PARTIAL_TOKENS_BASE = 16
 PARTIAL_TOKENS_PER_SECOND = 6
+#: Live audio shorter than this (0.1 s) is not decoded.
+MIN_UTTERANCE_SAMPLES = SAMPLE_RATE // 10
 
 
 @dataclass
@@ -239,6 +241,8 @@ class WhisperEngine:
         samples = np.asarray(request.samples, dtype=np.float32)
         language = forced_language(request.language, self.languages, self.multilingual)
         probability = 1.0
+        if samples.size < MIN_UTTERANCE_SAMPLES:  # too short to hold a word (a cut at an utterance's very end)
+            return DecodeResult(text="", language=language or (self.languages[0] if self.languages else "en"))
         if language is None and request.detect_among and samples.size:
             choice, probability = self._detect_among(samples, request.detect_among)
             language = choice

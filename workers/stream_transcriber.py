@@ -18,7 +18,8 @@ normally the checkpoint's inference lanes), so :meth:`StreamTranscriber.feed` ne
   the session's already chose the audio (a tenth of the ~0.7 s a tiny.en partial takes on one thread,
   most of it the encoder's fixed 30 s window).
 - **Finals.** Submitted at once (never behind a partial) and emitted strictly in order; a partial that
-  comes back after its utterance was finalized is dropped. A final with no text is not sent, except
+  comes back after its utterance was finalized is dropped, and one of the next utterance waits until the
+  finals before it are out. A final with no text is not sent, except
   the ones a client asked for (``finalize``: ``from_finalize``; ``close``: ``is_last``), which always are.
 - **Language.** Forced by the request, else detected (within ``detect_among`` when given) until the first
   final with text, whose language the session keeps, as the batch path keeps its first window's.
@@ -66,7 +67,6 @@ PROMPT_WITH_CONTEXT = False
 class _Utterance:
     """The audio of one utterance: pieces of the stream, the last one open while speech goes on."""
 
-    number: int
     onset: int
     """Stream sample where its speech began (the VAD's onset, or where the previous utterance was cut)."""
     pieces: list[list[int]]
@@ -212,13 +212,13 @@ class StreamTranscriber:
         self._floor = 0  # audio before this sample was given to a final
         self._last_speech = 0  # end of the newest sample the VAD called speech
         self._utterance: _Utterance | None = None
-        self._count = 0
         self._partial: _Partial | None = None
         self._finals: deque[_Final] = deque()
         self._texts: list[str] = []  # finals' text as sent
         self._raw_texts: list[str] = []  # finals' text as decoded (the prompt)
         self._closed = False
         self._done = False
+        self._failure: Exception | None = None
 
     # --- the driver's calls -------------------------------------------------------------------------
     @property
@@ -252,11 +252,10 @@ class StreamTranscriber:
         Raises:
             Exception: A final's decode failed (its error; the final is dropped), or the decoder refused work.
         """
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
         messages: list[Message] = []
-        partial = self._partial
-        if partial is not None and partial.future.done():
-            self._partial = None
-            messages += self._on_partial(partial)
         while self._finals:
             head = self._finals[0]
             if head.future is not None and not head.future.done():
@@ -264,9 +263,21 @@ class StreamTranscriber:
             self._finals.popleft()
             if head.is_last:
                 self._done = True
-            message = self._final_message(head)
+            try:
+                message = self._final_message(head)
+            except Exception as error:
+                if not messages:
+                    raise
+                self._failure = error  # raised by the next poll, after the finals before it are out
+                return messages
             if message is not None:
                 messages.append(message)
+        partial = self._partial
+        # A partial of the next utterance waits for the previous one's final: the client sees them in order.
+        stale = partial is not None and partial.utterance is not self._utterance
+        if partial is not None and partial.future.done() and (stale or not self._finals):
+            self._partial = None
+            messages += self._on_partial(partial)
         self._maybe_partial()
         return messages
 
@@ -337,9 +348,7 @@ class StreamTranscriber:
         return messages
 
     def _open(self, start: int, onset: int | None = None) -> None:
-        self._count += 1
-        self._utterance = _Utterance(number=self._count, onset=start if onset is None else onset,
-                                     pieces=[[start, -1]], requested=start)  # fmt: skip
+        self._utterance = _Utterance(onset=start if onset is None else onset, pieces=[[start, -1]], requested=start)
 
     def _cut(self, utterance: _Utterance, at: int) -> None:
         """End `utterance` at `at` with a final; speech still going on continues in a new one."""
@@ -456,6 +465,8 @@ class StreamTranscriber:
         else:
             start = end = low = high = _seconds(final.at)
         timed = self._timed_words(result, utterance, low, high) if text else []
+        if timed:
+            end = max(end, timed[-1][2])  # a trailing sound quieter than the VAD's threshold
         params = self.params
         words = None
         if params.word_timestamps:

@@ -170,13 +170,13 @@ def test_an_utterance_gives_vad_events_growing_partials_and_one_final() -> None:
     assert all(a.split() == b.split()[: len(a.split())] for a, b in itertools.pairwise(texts))
     [final] = finals(out)
     assert not final.is_last and final.from_finalize is False and final.transcript == final.transcription
-    assert final.start == pytest.approx(0.5, abs=0.04) and final.end == pytest.approx(2.5, abs=0.04)
+    assert final.start == pytest.approx(0.5, abs=0.04) and 2.46 <= final.end <= 2.75, "the end pad may hold a word"
     request = decoder.requests[decoder.kinds().index("final")][0]
     assert request.samples.size / SR == pytest.approx(2.0 + 0.25 + 0.25, abs=0.05), "pre-roll and pad on both sides"
     assert request.word_timestamps and request.prefix is None
     assert [r.prefix for r, _ in decoder.requests if r.kind == "partial"][-1], "partials carry the committed words"
     assert final.words and final.words[0].start >= final.start, "no word before the onset"
-    assert all(w.start >= 0.5 - 0.04 and w.end <= 2.75 + 1e-6 for w in final.words)
+    assert all(final.start <= w.start <= w.end <= final.end for w in final.words)
     assert [s.text for s in final.utterances or []] == ["w1 w2 w3 w4.", "w5 w6 w7 w8."]
     assert final.full_transcript == final.transcript
 
@@ -214,6 +214,22 @@ def test_finals_are_not_held_back_by_a_partial_and_come_out_in_order() -> None:
     decoder.resolve(0, DecodeResult(text="stale partial", language="en"))
     assert transcriber.poll() == [], "a partial of a finalized utterance is dropped"
     assert finals(out) == []
+
+
+def test_a_partial_of_the_next_utterance_waits_for_the_previous_final() -> None:
+    decoder = FakeDecoder(hold=True)
+    transcriber = fake(decoder)
+    push(transcriber, np.concatenate((tone(1.0), quiet(0.8))))
+    assert decoder.kinds() == ["partial", "final"]
+    decoder.resolve(0)
+    assert transcriber.poll() == []
+    push(transcriber, tone(0.6))
+    assert decoder.kinds() == ["partial", "final", "partial"]
+    decoder.resolve(2)
+    assert transcriber.poll() == [], "held back: the final before it is not out yet"
+    decoder.resolve(1)
+    out = transcriber.poll()
+    assert [m.is_final for m in out if isinstance(m, TranscriptionMessage)] == [True, False]
 
 
 def test_finalize_and_close() -> None:
@@ -337,6 +353,19 @@ def test_a_detected_language_is_kept_for_the_session() -> None:
     assert [m.language for m in finals(out)] == ["de", "de"]
 
 
+def test_a_failed_final_is_raised_after_the_finals_before_it() -> None:
+    decoder = FakeDecoder(hold=True)
+    transcriber = fake(decoder, partial_interval_s=100)
+    push(transcriber, np.concatenate((tone(1.0), quiet(0.8), tone(1.0), quiet(0.8))))
+    assert decoder.kinds() == ["final", "final"]
+    decoder.resolve(0)
+    decoder.requests[1][1].set_exception(RuntimeError("decode broke"))
+    assert [m.transcript for m in finals(transcriber.poll())] == ["w1 w2 w3 w4."]
+    with pytest.raises(RuntimeError, match="decode broke"):
+        transcriber.poll()
+    assert transcriber.poll() == [] and not transcriber.busy
+
+
 def test_a_refusing_decoder_stops_the_session() -> None:
     class Refusing(FakeDecoder):
         def submit(self, request: DecodeRequest) -> Future[DecodeResult]:
@@ -388,19 +417,34 @@ class Run:
 
 
 def drive(transcriber: StreamTranscriber, stream: np.ndarray, *, speed: float | None = None, close: bool = True,
-          chunk_s: float = 0.1, timeout: float = 60.0) -> Run:  # fmt: skip
-    """Feed 100 ms chunks at `speed` × real time (None: as fast as possible), polling every 20 ms; then close."""
+          max_lag: float | None = None, chunk_s: float = 0.1, timeout: float = 60.0) -> Run:  # fmt: skip
+    """Feed 100 ms chunks at `speed` × real time (None: as fast as possible), polling every 20 ms; then close.
+
+    With `max_lag`, feeding also waits while decodes are in flight and nothing came out for `max_lag` seconds
+    of audio: on a loaded machine the audio slows down to the decodes instead of starving the partials.
+    """
     out: list[tuple[float, Message]] = []
     step = int(chunk_s * SR)
     began = time.monotonic()
-    fed = 0.0
+    fed = progress = 0.0
+
+    def collect() -> None:
+        nonlocal progress
+        messages = transcriber.poll()
+        out.extend((fed, m) for m in messages)
+        if not transcriber.busy or any(isinstance(m, TranscriptionMessage) for m in messages):
+            progress = fed
+
     for start in range(0, stream.size, step):
         fed = min(stream.size, start + step) / SR
-        out += [(fed, m) for m in transcriber.feed(stream[start : start + step]) + transcriber.poll()]
+        out.extend((fed, m) for m in transcriber.feed(stream[start : start + step]))
+        collect()
         due = began + fed / speed if speed else 0.0
-        while (now := time.monotonic()) < due:
-            time.sleep(min(0.02, due - now))
-            out += [(fed, m) for m in transcriber.poll()]
+        while (now := time.monotonic()) < due or (max_lag and fed - progress > max_lag and now < began + timeout):
+            time.sleep(min(0.02, max(0.005, due - now)))
+            collect()
+        if speed:
+            began = max(began, time.monotonic() - fed / speed)  # time spent waiting on decodes is not caught up
     if close:
         transcriber.close()
     deadline = time.monotonic() + timeout
@@ -448,7 +492,7 @@ def conversation(lanes: LaneDecoder, vad_model: VadModel, audio: AudioFactory) -
     transcriber = StreamTranscriber("s_conv", params, TranscriptionOptions(language="en"), lanes, vad_model=vad_model)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(LocalAgreement, "update", spy)
-        run = drive(transcriber, stream, speed=1.5)
+        run = drive(transcriber, stream, speed=1.5, max_lag=1.0)
     return Conversation(run, texts, spans, commits, shown, stream.size / SR)
 
 
@@ -501,6 +545,7 @@ def test_final_words_sentences_and_full_transcript(conversation: Conversation) -
         for word in words:
             assert previous_end <= word.start <= word.end <= conversation.duration
             assert start - 0.1 <= word.start and word.end <= end + 0.35, "stream times, inside the utterance"
+            assert final.start <= word.start and word.end <= final.end
             assert 0.0 <= word.confidence <= 1.0
             previous_end = word.end
         sentences = final.utterances or []
@@ -557,7 +602,7 @@ def test_length_and_word_caps_cut_the_utterance(lanes: LaneDecoder, vad_model: V
     assert wer(text, " ".join(m.transcript for m in cut)) <= 0.5
     transcriber = StreamTranscriber("s_words", StreamParams(max_words=4), TranscriptionOptions(language="en"), lanes,
                                     partial_interval_s=0.4, vad_model=vad_model)  # fmt: skip
-    cut = [m for m in drive(transcriber, stream, speed=1.5).finals if m.transcript]
+    cut = [m for m in drive(transcriber, stream, speed=1.5, max_lag=1.0).finals if m.transcript]
     assert len(cut) >= 2, [m.transcript for m in cut]
     assert len(cut[0].transcript.split()) >= 4
     assert wer(text, " ".join(m.transcript for m in cut)) <= 0.5
@@ -573,6 +618,8 @@ def test_decode_utterance_partials_are_cheap_and_finals_are_timed(lanes: LaneDec
     assert all(0.0 <= start <= end <= clip.size / SR + 0.05 for _w, start, end, _p in final.words)
     prefixed = lanes.submit(DecodeRequest(samples=clip, kind="partial", language="en", prefix="Please call")).result(30)
     assert prefixed.text.startswith("Please call")
+    crumb = lanes.submit(DecodeRequest(samples=clip[:800], kind="final", language="en")).result(30)
+    assert crumb.text == "" and crumb.words == []
 
 
 @pytest.mark.timeout(120)
