@@ -87,12 +87,13 @@ class BatchingDecoder:
     A session has at most one decode in flight, so the queue holds at most one request per session.
 
     A lane job takes the oldest final (alone: it may need beam search and word timestamps) or, when no
-    final waits, up to `max_batch` partials. At most `max_jobs` (default: the lanes) jobs are queued
-    or running at a time, and a job that leaves work behind queues the next one at the back of the
-    lanes' queue, so batch requests keep their turn on the lanes.
+    final waits, up to `max_batch` partials (4: on one CPU thread a batch of 4 costs about 2.5 single
+    decodes, and a bigger batch makes each partial older by the time it is shown). At most `max_jobs`
+    (default: the lanes) jobs are queued or running at a time, and a job that leaves work behind queues
+    the next one at the back of the lanes' queue, so batch requests keep their turn on the lanes.
     """
 
-    def __init__(self, executor: CheckpointExecutor, engine: BatchingEngine | None = None, *, max_batch: int = 8,
+    def __init__(self, executor: CheckpointExecutor, engine: BatchingEngine | None = None, *, max_batch: int = 4,
                  max_jobs: int | None = None) -> None:  # fmt: skip
         self.executor = executor
         self.engine: BatchingEngine = engine if engine is not None else executor.engine  # type: ignore[assignment]
