@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import socket
+import struct
 import threading
 import time
 from typing import Any
@@ -66,6 +67,8 @@ bp = Blueprint("stream", __name__)
 LIVE_PATHS = ("/waves/v1/stt/live", "/waves/v1/pulse/get_text", "/transcribe")
 #: The server pings the client this often; a peer that does not answer one is dropped (dead TCP).
 PING_INTERVAL_SECONDS = 20.0
+#: Longest a send to the client may block (a client that does not read its socket); the session then ends.
+SEND_TIMEOUT_SECONDS = 10
 #: Extra wait (beyond one heartbeat) for a slot when the registry shows the checkpoint full.
 FULL_WAIT_SECONDS = 1.0
 #: Seconds a refused upgrade tells the client to wait before trying again.
@@ -220,6 +223,9 @@ class HarkServer(Server):
 
     def handshake(self) -> None:
         super().handshake()
+        # A client that stops reading must not hold the sending thread forever: a send blocked this long
+        # fails (OSError), and the session ends. Only sends: the reader thread's recv keeps blocking.
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", SEND_TIMEOUT_SECONDS, 0))
         connection = self.ws
         plain_send = connection.send
         max_size = self.max_message_size
