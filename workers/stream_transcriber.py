@@ -175,6 +175,8 @@ class _Partial:
     silence: int | None = None
     """Candidates: the VAD's :attr:`~workers.stream_vad.StreamingVad.silence_start` of the pause it was
     taken in; while the VAD still reports it, no speech came after the candidate's audio."""
+    shown: bool = False
+    """Candidates: already shown as a partial while the pause goes on (the final follows at the endpoint)."""
 
 
 @dataclass
@@ -311,9 +313,15 @@ class StreamTranscriber:
         # A partial of the next utterance waits for the previous one's final: the client sees them in order.
         # A candidate whose pause goes on waits for the endpoint (it becomes the final) or for speech.
         stale = partial is not None and partial.utterance is not self._utterance
-        if partial is not None and partial.future.done() and (stale or not self._finals) and not self._held(partial):
-            self._partial = None
-            messages += self._on_partial(partial)
+        if partial is not None and partial.future.done() and (stale or not self._finals):
+            if not self._held(partial):
+                self._partial = None
+                messages += self._on_partial(partial)
+            elif not partial.shown and not partial.future.cancelled():
+                # The pause goes on: show the candidate's text now (the client need not wait for the
+                # endpoint, or for audio that may not come) and keep it to become the final.
+                partial.shown = True
+                messages += self._on_partial(partial)
         self._maybe_partial()
         return messages
 

@@ -99,3 +99,24 @@ def _redis(process: HarkProcess):  # type: ignore[no-untyped-def]
     import redis
 
     return redis.Redis.from_url(process.env["REDIS_URL"])
+
+
+def test_a_draining_worker_ends_its_sessions_with_a_restart_close(one_slot: tuple[str, HarkProcess, str],
+                                                                  audio: AudioFactory) -> None:  # fmt: skip
+    """SIGTERM (a rolling update): the session is told at once to reconnect; it does not hang to the grace end."""
+    name, worker, url = one_slot
+    redis_client = _redis(worker)
+    deadline = time.monotonic() + 90  # the previous test's model child is being restarted
+    while time.monotonic() < deadline and not live_instances(redis_client, name):
+        time.sleep(0.5)
+    (instance,) = live_instances(redis_client, name)
+    time.sleep(1)  # let the registry show the slot free
+    client = LiveClient(ws_url(url, language="en"), headers=AUTH)
+    client.send_audio(silence_pcm(0.2) + raw_audio(audio.english(1)), 6400, 32000, 4.0)
+    os.kill(instance.pid, signal.SIGTERM)
+    signalled = time.monotonic()
+    error = client.wait_for(lambda m: m.get("type") == "error", timeout=15)
+    received = client.wait_closed(15)
+    assert error["status"] == "worker_shutdown", error
+    assert received.close_code == 1012
+    assert time.monotonic() - signalled < 5
