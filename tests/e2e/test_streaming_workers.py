@@ -16,7 +16,7 @@ from tests.audio import ENGLISH_SENTENCES, AudioFactory
 from tests.conftest import Checkpoints
 from tests.e2e.helpers import wer
 from tests.live import LiveClient, handshake, raw_audio, silence_pcm, ws_url
-from tests.processes import HarkProcess, Launcher
+from tests.processes import HarkProcess, Launcher, pid_alive
 
 pytestmark = pytest.mark.e2e
 
@@ -106,11 +106,13 @@ def test_a_draining_worker_ends_its_sessions_with_a_restart_close(one_slot: tupl
     """SIGTERM (a rolling update): the session is told at once to reconnect; it does not hang to the grace end."""
     name, worker, url = one_slot
     redis_client = _redis(worker)
-    deadline = time.monotonic() + 90  # the previous test's model child is being restarted
-    while time.monotonic() < deadline and not live_instances(redis_client, name):
+    deadline = time.monotonic() + 90  # the previous test's model child is being restarted (its record lingers)
+    fresh: list = []
+    while time.monotonic() < deadline and not fresh:
+        fresh = [i for i in live_instances(redis_client, name) if pid_alive(i.pid) and i.in_flight == 0]
         time.sleep(0.5)
-    (instance,) = live_instances(redis_client, name)
-    time.sleep(1)  # let the registry show the slot free
+    assert fresh, "the model child was not restarted"
+    instance = fresh[0]
     client = LiveClient(ws_url(url, language="en"), headers=AUTH)
     client.send_audio(silence_pcm(0.2) + raw_audio(audio.english(1)), 6400, 32000, 4.0)
     os.kill(instance.pid, signal.SIGTERM)
