@@ -67,7 +67,8 @@ def ensure_redis(url: str, *, may_start: bool) -> LocalRedis:
     workdir = tempfile.mkdtemp(prefix="hark-redis-")
     process = subprocess.Popen(
         [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", workdir, "--loglevel", "warning", "--maxmemory-policy", "noeviction"],
+         "--dir", workdir, "--loglevel", "warning", "--maxmemory-policy", "noeviction",
+         "--client-output-buffer-limit", "pubsub 256mb 128mb 300"],
         stdout=subprocess.DEVNULL,
         preexec_fn=die_with_parent(),  # a SIGKILLed `hark run` must not leave it holding the port
     )

@@ -45,6 +45,8 @@ def test_every_redis_persists_and_never_evicts(where: str, command: list[str], s
     for flag, value in REQUIRED.items():
         assert flags.get(flag) == value, f"{where}: {flag} {value} missing from {command}"
     assert flags.get("--maxmemory"), f"{where}: no --maxmemory"
+    # Live sessions' result channels: a subscriber that cannot keep up is cut, not buffered without bound.
+    assert flags.get("--client-output-buffer-limit") == "pubsub 256mb 128mb 300", f"{where}: pub/sub buffers unbounded"
     assert "--save" not in flags or flags["--appendonly"] == "yes"
     if service:  # compose: the AOF directory is a volume, or it is lost with the container
         data_dir = flags.get("--dir", "/data")
@@ -61,7 +63,8 @@ def test_nginx_config_buffers_and_bounds_clients() -> None:
     text = (ROOT / "deploy" / "nginx" / "hark.conf").read_text(encoding="utf-8")
     for directive in ("proxy_request_buffering on;", "client_body_timeout", "client_header_timeout", "send_timeout",
                       "client_max_body_size", "limit_conn_zone", "limit_req_zone", "limit_conn ", "limit_req ",
-                      "proxy_set_header Upgrade $http_upgrade;", "location /waves/v1/stt/live"):  # fmt: skip
+                      "proxy_set_header Upgrade $http_upgrade;", "location ~ ^/(waves/v1/stt/live|transcribe)$",
+                      "location = /waves/v1/pulse/get_text"):  # fmt: skip
         assert directive in text, directive
     read_timeout = re.findall(r"^\s*proxy_read_timeout (\d+)s;", text, flags=re.M)[0]  # the server-wide one
     assert int(read_timeout) > Settings.model_fields["sync_wait_seconds"].default
