@@ -400,7 +400,10 @@ async function init() {
   const keyInput = $("api-key");
   keyInput.value = sessionStorage.getItem(KEY_STORAGE) || "";
   keyInput.addEventListener("input", () => sessionStorage.setItem(KEY_STORAGE, keyInput.value.trim()));
-  keyInput.addEventListener("change", async () => showReadiness(await loadLanguages()));
+  keyInput.addEventListener("change", async () => {
+    const readiness = await loadLanguages();
+    if (!session) showReadiness(readiness); // a running session keeps its own status
+  });
   $("settings-form").addEventListener("submit", (event) => event.preventDefault());
   $("upload-form").addEventListener("submit", transcribeFile);
   $("mic-start").addEventListener("click", () => {
