@@ -38,6 +38,7 @@ from hark.stream_source import (
     encode_pcm,
     frame_bytes,
     frames,
+    parse_device,
 )
 
 LIVE_PATH = "/waves/v1/stt/live"
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("file", nargs="?", type=Path, help="audio file (wav, mp3, flac, ogg, m4a, webm, aac)")
     source.add_argument("--mic", action="store_true", help="capture the default microphone (ffmpeg) until Ctrl-C")
+    parser.add_argument("--device", type=_device, metavar="FORMAT:NAME",
+                        help="capture device for --mic, as ffmpeg names it (default: pulse:default, then "
+                             "alsa:default; e.g. alsa:hw:1)")  # fmt: skip
     parser.add_argument("--url", help=f"API base URL or full WebSocket URL (default ws://127.0.0.1:$HARK_API_PORT"
                                       f"{LIVE_PATH})")  # fmt: skip
     parser.add_argument("--language", default="en", help="ISO 639-1 code, or multi for detection (default en)")
@@ -82,8 +86,19 @@ def _positive(text: str) -> float:
     return value
 
 
+def _device(text: str) -> tuple[str, str]:
+    try:
+        return parse_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.device and not args.mic:
+        parser.error("--device goes with --mic")
+    return args
 
 
 def query(args: argparse.Namespace) -> dict[str, str]:
@@ -212,7 +227,7 @@ def exit_status(outcome: Outcome, err: Any) -> int:
 def _prepare_source(args: argparse.Namespace) -> tuple[Iterator[bytes], float | None, Microphone | None, str]:
     """(chunks to send, pacing in bytes/s or None, the microphone if any, a description); raises AudioSourceError."""
     if args.mic:
-        mic = Microphone(args.sample_rate).open()
+        mic = Microphone(args.sample_rate, (args.device,) if args.device else None).open()
         chunks = (encode_pcm(chunk, args.encoding) for chunk in mic.chunks())
         return chunks, None, mic, f"microphone ({mic.name})"
     pcm = decode_file(args.file, args.sample_rate)

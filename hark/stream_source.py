@@ -30,6 +30,14 @@ BYTES_PER_SAMPLE = {"linear16": 2, "linear32": 4, "mulaw": 1, "alaw": 1}
 MIC_INPUTS: tuple[tuple[str, str], ...] = (("pulse", "default"), ("alsa", "default"))
 
 
+def parse_device(text: str) -> tuple[str, str]:
+    """``FORMAT:NAME`` (``alsa:hw:1``, ``pulse:alsa_input.usb-mic``) as ffmpeg's (format, device)."""
+    fmt, sep, device = text.partition(":")
+    if not sep or not fmt or not device:
+        raise ValueError(f"a capture device is FORMAT:NAME (e.g. alsa:hw:1 or pulse:default), not {text!r}")
+    return fmt, device
+
+
 class AudioSourceError(Exception):
     """The audio cannot be read: a bad or missing file, or no capture device (``message`` says which)."""
 
@@ -149,7 +157,9 @@ class Microphone:
         self._first = b""
 
     def command(self, fmt: str, device: str) -> list[str]:
-        return ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-f", fmt, "-i", device,
+        # A synthetic lavfi source (a test tone) is read at its native rate, as a device delivers audio.
+        pace = ["-re"] if fmt == "lavfi" else []
+        return ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", *pace, "-f", fmt, "-i", device,
                 "-ac", "1", "-ar", str(self.rate), "-f", "s16le", "-"]  # fmt: skip
 
     def open(self) -> Microphone:

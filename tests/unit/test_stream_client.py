@@ -6,7 +6,12 @@ from __future__ import annotations
 import audioop
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,12 +53,18 @@ def test_defaults_and_options() -> None:
 
 
 @pytest.mark.parametrize("argv", [[], ["a.wav", "--mic"], ["a.wav", "--speed", "0"], ["a.wav", "--speed", "x"],
-                                  ["a.wav", "--encoding", "opus"], ["a.wav", "--sample-rate", "12345"]])  # fmt: skip
+                                  ["a.wav", "--encoding", "opus"], ["a.wav", "--sample-rate", "12345"],
+                                  ["a.wav", "--device", "alsa:hw:1"], ["--mic", "--device", "hw1"]])  # fmt: skip
 def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         parse_args(argv)
     assert caught.value.code == 2
     assert "usage: hark stream" in capsys.readouterr().err
+
+
+def test_device() -> None:
+    assert parse_args(["--mic", "--device", "alsa:hw:1,0"]).device == ("alsa", "hw:1,0")
+    assert parse_args(["--mic"]).device is None
 
 
 def test_live_url() -> None:
@@ -329,3 +340,31 @@ def test_bad_file_exits_2_before_connecting(audio: AudioFactory, capsys: pytest.
 def test_unreachable_server_exits_1(audio: AudioFactory, capsys: pytest.CaptureFixture[str]) -> None:
     assert stream_client.main([str(audio.speech(SENTENCE)), "--url", "ws://127.0.0.1:9"]) == 1
     assert "could not open ws://127.0.0.1:9/waves/v1/stt/live" in capsys.readouterr().err
+
+
+SINE = "lavfi:sine=frequency=440:sample_rate=16000"  # ffmpeg's test tone stands in for a microphone
+
+
+def test_ctrl_c_ends_a_microphone_session_in_order(fake_server: Callable[[str], tuple[FakeLive, str]]) -> None:
+    """Ctrl-C (SIGINT): the capture stops, close_stream goes out, the last final is awaited, exit 0."""
+    fake, url = fake_server("clean")
+    root = Path(__file__).resolve().parents[2]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("HARK_")}, "PYTHONPATH": str(root)}
+    process = subprocess.Popen([sys.executable, "-m", "hark.cli", "stream", "--mic", "--device", SINE, "--url", url],
+                               cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while len(fake.frames) < 5 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert len(fake.frames) >= 5, process.stderr.read() if process.poll() is not None else "no frames"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert out == f"[00:00.3 → 00:02.4] {SENTENCE}\n"
+    assert fake.controls == [{"type": "close_stream"}]
+    assert {len(f) for f in fake.frames} == {3200}
+    assert len(fake.frames) < 40, "a synthetic source must be paced like a device"
