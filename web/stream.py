@@ -73,32 +73,33 @@ RECEIVE_SLICE_SECONDS = 0.5
 CONTROL_TYPES = ("finalize", "close_stream", "keepalive")
 
 
-def _is_upgrade() -> bool:
-    upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
-    return upgrade and "upgrade" in request.headers.get("Connection", "").lower()
-
-
-@bp.get(LIVE_PATHS[0])
+@bp.get(LIVE_PATHS[0], websocket=True)
 def live() -> Response:
     """Open a live session (see the module docstring for what is checked before the upgrade)."""
     return open_session()
 
 
-@bp.get(LIVE_PATHS[1])
+@bp.get(LIVE_PATHS[1], websocket=True)
 def live_legacy() -> Response:
     return open_session()
 
 
-@bp.get(LIVE_PATHS[2])
+@bp.get(LIVE_PATHS[2], websocket=True)
 def live_livekit() -> Response:
     return open_session()
 
 
+@bp.get(LIVE_PATHS[0])
+@bp.get(LIVE_PATHS[1])
+@bp.get(LIVE_PATHS[2])
+def not_upgraded() -> Response:
+    """A plain GET on a live path (werkzeug routes upgrade requests to the views above)."""
+    raise ApiError(426, "this endpoint speaks WebSocket: connect with a WebSocket client (Upgrade: websocket) "
+                        "and stream audio as binary frames", [{"code": "upgrade_required"}],
+                   {"Upgrade": "websocket"})  # fmt: skip
+
+
 def open_session() -> Response:
-    if not _is_upgrade():
-        raise ApiError(426, "this endpoint speaks WebSocket: connect with a WebSocket client "
-                            "(Upgrade: websocket) and stream audio as binary frames",
-                       [{"code": "upgrade_required"}], {"Upgrade": "websocket"})  # fmt: skip
     svc = services()
     try:
         params = parse_stream_params(request.args)

@@ -150,6 +150,9 @@ def run_model_child(args: argparse.Namespace, settings: Settings) -> int:
                                multilingual=manifest.multilingual, beam_size=settings.beam_size,
                                label=manifest.label)  # fmt: skip
         engine.warm_up()
+        from workers.stream_vad import load_vad_model
+
+        load_vad_model()  # live sessions' Silero VAD, loaded once per process before the first session
     except Exception as error:
         logger.error("cannot load the checkpoint at %s: %s: %s", args.checkpoint, type(error).__name__, error,
                      exc_info=logger.isEnabledFor(logging.DEBUG))  # fmt: skip
@@ -157,6 +160,7 @@ def run_model_child(args: argparse.Namespace, settings: Settings) -> int:
 
     from workers.celery_app import app
     from workers.executor import CheckpointExecutor
+    from workers.utterance import LaneDecoder
 
     info = CheckpointInfo(name=manifest.name, version=manifest.version, languages=list(manifest.languages),
                           multilingual=manifest.multilingual, engine=manifest.engine,
@@ -167,6 +171,7 @@ def run_model_child(args: argparse.Namespace, settings: Settings) -> int:
     worker_context.install(worker_context.WorkerContext(
         settings=settings, redis=client, store=worker_context.make_store(settings, client),
         worker_id=args.worker_id, checkpoint=info, executor=executor,
+        sessions=worker_context.make_session_store(settings, client), engine_decoder=LaneDecoder(executor, engine),
     ))  # fmt: skip
     now = time.time()
     record = InstanceRecord(deployment=settings.deployment, worker_id=args.worker_id, host=socket.gethostname(),

@@ -23,6 +23,11 @@ Engine choices, in one place:
   with spaces, each once, highest boost first (the order decides which survive the length cap).
   Whisper has no per-word weights, so a boost only ranks keywords; writing a word twice was tried and
   made the model repeat words it heard, so it is not done. A boost of 0 or less drops the keyword.
+- **Live utterances.** :meth:`WhisperEngine.decode_utterance` decodes one utterance of a live session
+  (see :mod:`workers.stream_transcriber`): partials are cheap and bounded (greedy, no timestamps, no
+  temperature fallback, a token cap), finals decode like the batch path. Segments Whisper itself rates
+  as probably not speech (high ``no_speech_prob`` with a low ``avg_logprob``) are dropped, stricter than
+  faster-whisper's own rule, since a live session would show the invented words at once.
 - **Words.** Word timestamps are made monotonic, non-overlapping and clamped inside the audio;
   confidence is the word probability clamped to 0..1.
 """
@@ -44,6 +49,7 @@ from workers.audio import AudioSource, PcmAudio
 from workers.device import DevicePlan
 from workers.executor import CancelToken
 from workers.transcript import SegmentOut, Transcript, WordOut
+from workers.utterance import DecodeRequest, DecodeResult
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +66,18 @@ CUT_GUARD_SECONDS = 2.0
 CUT_MAX_SPEECH_SECONDS = 30.0
 #: Characters of a window's text carried as the next window's prompt.
 PROMPT_CHARS = 200
+
+#: A live segment is dropped as invented when Whisper rates it above this no-speech probability...
+NO_SPEECH_PROB = 0.6
+#: ... and its average token log-probability is below this (faster-whisper's own rule uses -1.0).
+NO_SPEECH_LOGPROB = -0.7
+#: A segment this repetitive (gzip compression ratio) is a decoding loop, not speech.
+MAX_COMPRESSION_RATIO = 2.4
+#: Token budget of a partial decode: a fixed part plus this many tokens per second of audio.
+PARTIAL_TOKENS_BASE = 16
+PARTIAL_TOKENS_PER_SECOND = 6
+#: Live audio shorter than this (0.1 s) is not decoded.
+MIN_UTTERANCE_SAMPLES = SAMPLE_RATE // 10
 
 
 @dataclass
@@ -213,6 +231,53 @@ class WhisperEngine:
         logger.debug("window %.1f-%.1f s: %d segment(s), %.1f s of speech", start_s, end_s, len(texts),
                      info.duration_after_vad, extra={"checkpoint": self.label})  # fmt: skip
 
+    def decode_utterance(self, request: DecodeRequest) -> DecodeResult:
+        """Decode one live utterance: a cheap partial or a final (see the module docstring).
+
+        Returns:
+            The text (``""`` when nothing but silence or noise was heard) with times relative to the
+            request's samples.
+        """
+        samples = np.asarray(request.samples, dtype=np.float32)
+        language = forced_language(request.language, self.languages, self.multilingual)
+        probability = 1.0
+        if samples.size < MIN_UTTERANCE_SAMPLES:  # too short to hold a word (a cut at an utterance's very end)
+            return DecodeResult(text="", language=language or (self.languages[0] if self.languages else "en"))
+        if language is None and request.detect_among and samples.size:
+            choice, probability = self._detect_among(samples, request.detect_among)
+            language = choice
+        hotwords = build_hotwords(request.keywords)
+        prompt = request.prompt
+        if request.prefix and hotwords:  # faster-whisper ignores hotwords next to a prefix: prompt them
+            prompt = f"{hotwords} {prompt}" if prompt else hotwords
+            hotwords = None
+        if request.kind == "partial":
+            seconds = samples.size / SAMPLE_RATE
+            settings: dict[str, object] = dict(
+                beam_size=1, without_timestamps=True, temperature=0.0, condition_on_previous_text=False,
+                word_timestamps=False, max_new_tokens=int(PARTIAL_TOKENS_BASE + PARTIAL_TOKENS_PER_SECOND * seconds),
+            )  # fmt: skip
+        else:
+            settings = dict(beam_size=self.beam_size, word_timestamps=request.word_timestamps)
+        segments, info = self.model.transcribe(
+            samples, language=language, vad_filter=request.vad_filter, initial_prompt=prompt or None,
+            prefix=request.prefix or None, hotwords=hotwords, **settings,
+        )  # fmt: skip
+        texts: list[str] = []
+        kept: list[tuple[str, float, float]] = []
+        words: list[tuple[str, float, float, float]] = []
+        for segment in segments:
+            if not is_speech(segment.text, segment.no_speech_prob, segment.avg_logprob, segment.compression_ratio):
+                continue
+            texts.append(segment.text)
+            kept.append((segment.text.strip(), float(segment.start), float(segment.end)))
+            if segment.words:
+                words.extend((w.word, float(w.start), float(w.end), float(w.probability)) for w in segment.words)
+        if language is None:
+            language, probability = info.language, float(info.language_probability)
+        return DecodeResult(text="".join(texts).strip(), language=language, language_probability=float(probability),
+                            words=words, segments=kept)  # fmt: skip
+
     def _detect_among(self, samples: np.ndarray, among: Sequence[str]) -> tuple[str | None, float]:
         """The most probable language of the speech within `among` (None: let the model decide)."""
         _top, _probability, all_probs = self.model.detect_language(audio=samples, vad_filter=True)
@@ -284,6 +349,15 @@ def pick_language(all_probs: Iterable[tuple[str, float]], among: Sequence[str]) 
         if code in wanted and (best is None or probability > best[1]):
             best = (code, float(probability))
     return best
+
+
+def is_speech(text: str, no_speech_prob: float, avg_logprob: float, compression_ratio: float) -> bool:
+    """Whether a decoded live segment is worth showing (not silence, noise or a decoding loop)."""
+    if not any(character.isalnum() for character in text):
+        return False
+    if no_speech_prob > NO_SPEECH_PROB and avg_logprob < NO_SPEECH_LOGPROB:
+        return False
+    return compression_ratio <= MAX_COMPRESSION_RATIO
 
 
 def build_hotwords(keywords: Sequence[Keyword]) -> str | None:

@@ -17,7 +17,11 @@ waiter gets :class:`SubmissionTimeout` at once and the engine stops at its next 
 :meth:`CheckpointExecutor.begin_drain` (worker shutdown) fails waiting submissions at once and cancels
 running ones after a grace period, both with :class:`ExecutorDraining`.
 
-Callers only see ``admit()`` / ``submit() -> Submission`` / ``run()``. Cross-request batching can later
+Live sessions decode short utterances with :meth:`CheckpointExecutor.call` (any callable, a plain
+future back): the same lanes, counted in ``running``, refused the same way while draining or closed.
+Such calls are short and carry no cancel token: a drain fails those still waiting, running ones finish.
+
+Callers only see ``admit()`` / ``submit() -> Submission`` / ``run()`` / ``call()``. Cross-request batching can later
 replace the dispatcher (collect the queued submissions for a few milliseconds, run them as one batch,
 resolve each future) without changing tasks or the API.
 """
@@ -27,11 +31,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from hark.schemas import TranscriptionOptions
 from workers.transcript import Transcript
@@ -40,6 +44,8 @@ if TYPE_CHECKING:
     from workers.audio import AudioSource
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class SlotsExhausted(RuntimeError):
@@ -212,6 +218,7 @@ class CheckpointExecutor:
         self._draining = False
         self._waiting: set[Submission] = set()
         self._active: set[Submission] = set()
+        self._waiting_calls: set[Future[Any]] = set()
         self._drain_timer: threading.Timer | None = None
         self._dispatcher = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="hark-lane")
 
@@ -298,6 +305,60 @@ class CheckpointExecutor:
         with self.admit():
             return self.submit(audio, options, timeout=timeout).result()
 
+    def call(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Run ``fn(*args)`` on a lane (like a submission: counted in ``running``, one lane each).
+
+        For short engine calls that need no slot or time budget (a live session's utterance decodes).
+
+        Returns:
+            A future resolving with what `fn` returns or raises; cancelling it before a lane takes it
+            skips the call.
+
+        Raises:
+            ExecutorClosed: The executor is closed.
+            ExecutorDraining: The worker is draining.
+        """
+        future: Future[T] = Future()
+        with self._lock:
+            if self._closed:
+                raise ExecutorClosed("the executor is closed")
+            if self._draining:
+                raise ExecutorDraining("the worker is shutting down and takes no new work")
+            self._waiting_calls.add(future)
+        self._dispatcher.submit(self._execute_call, future, fn, args)
+        return future
+
+    def _execute_call(self, future: Future[Any], fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        with self._lock:
+            if future not in self._waiting_calls:  # failed by a drain or close while it waited
+                return
+            self._waiting_calls.discard(future)
+            if not future.set_running_or_notify_cancel():
+                return
+            self._running += 1
+            self._peak_running = max(self._peak_running, self._running)
+        try:
+            result = fn(*args)
+        except BaseException as error:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def _take_waiting_calls(self) -> list[Future[Any]]:
+        """Under the lock: the calls no lane has taken yet, now owned by the caller to fail."""
+        waiting = list(self._waiting_calls)
+        self._waiting_calls.clear()
+        return waiting
+
+    @staticmethod
+    def _fail_calls(futures: list[Future[Any]], error: Exception) -> None:
+        for future in futures:
+            if future.set_running_or_notify_cancel():  # False: the caller cancelled it already
+                future.set_exception(error)
+
     def _execute(self, submission: Submission) -> None:
         with self._lock:
             self._waiting.discard(submission)
@@ -337,9 +398,11 @@ class CheckpointExecutor:
             self._draining = True
             waiting = list(self._waiting)
             self._waiting.clear()
+            calls = self._take_waiting_calls()
         for submission in waiting:
             submission.cancel(ExecutorDraining("the worker is shutting down; the job did not start"))
             submission.release()
+        self._fail_calls(calls, ExecutorDraining("the worker is shutting down; the call did not start"))
         logger.info("draining: %d waiting submission(s) failed, %d running get %.1f s", len(waiting),
                     self.running, grace_seconds)  # fmt: skip
         if grace_seconds <= 0:
@@ -365,11 +428,13 @@ class CheckpointExecutor:
             self._closed = True
             waiting = [] if wait else list(self._waiting)
             self._waiting.difference_update(waiting)
+            calls = [] if wait else self._take_waiting_calls()
         if self._drain_timer is not None:
             self._drain_timer.cancel()
         for submission in waiting:  # their queued lane calls are dropped below: nobody would resolve them
             submission.cancel(ExecutorClosed("the executor closed before the job started"))
             submission.release()
+        self._fail_calls(calls, ExecutorClosed("the executor closed before the call started"))
         self._dispatcher.shutdown(wait=wait, cancel_futures=not wait)
 
     def __enter__(self) -> CheckpointExecutor:

@@ -52,7 +52,7 @@ from workers.context import WorkerContext, current
 from workers.executor import SlotsExhausted
 from workers.stream_audio import StreamAudioError, make_stream_decoder
 from workers.stream_transcriber import StreamTranscriber
-from workers.stream_vad import shared_vad_model
+from workers.stream_vad import load_vad_model
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class SessionRunner:
             self.sid, params, task.options, context.engine_decoder,
             partial_interval_s=self.settings.stream_partial_interval_ms / 1000,
             max_utterance_s=self.settings.stream_max_utterance_seconds,
-            vad_model=shared_vad_model(),
+            vad_model=load_vad_model() if params.vad else None,
         )  # fmt: skip
         self.last_id = "0"
         self.read_bytes = 0

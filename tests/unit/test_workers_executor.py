@@ -261,3 +261,87 @@ def test_drain_cancels_calls_still_running_after_the_grace_period() -> None:
         while executor.running and time.monotonic() < deadline:
             time.sleep(0.01)
         assert executor.running == 0 and engine.ended, "the drained call still holds its lane"
+
+
+# --- call (live sessions' utterance decodes) --------------------------------------------------------
+
+
+def _blocker() -> tuple[threading.Event, threading.Event, object]:
+    """A callable that signals it started and returns once released."""
+    started, release = threading.Event(), threading.Event()
+
+    def block() -> str:
+        started.set()
+        release.wait(5)
+        return "blocked"
+
+    return started, release, block
+
+
+def test_call_runs_on_a_lane_counted_in_running() -> None:
+    started, release, block = _blocker()
+    with CheckpointExecutor(FakeEngine(0), slots=1, lanes=1) as executor:
+        future = executor.call(block)
+        assert started.wait(2)
+        assert executor.running == 1 and executor.in_flight == 0, "a call needs no slot but holds a lane"
+        queued = executor.call(lambda a, b: a + b, 2, 3)
+        time.sleep(0.05)
+        assert not queued.done(), "the only lane is busy: the call waits its turn"
+        release.set()
+        assert future.result(2) == "blocked" and queued.result(2) == 5
+        assert executor.peak_running == 1 and executor.running == 0
+
+
+def test_call_shares_the_lanes_with_submissions() -> None:
+    started, release, block = _blocker()
+    with CheckpointExecutor(FakeEngine(0), slots=2, lanes=1) as executor:
+        executor.call(block)
+        assert started.wait(2)
+        submission = executor.submit(pcm(), OPTIONS)
+        time.sleep(0.05)
+        assert submission.started_at is None
+        release.set()
+        assert submission.result().text == "ok"
+
+
+def test_call_errors_reach_the_future() -> None:
+    def broken() -> None:
+        raise ValueError("bad decode")
+
+    with CheckpointExecutor(FakeEngine(0), slots=1, lanes=1) as executor:
+        with pytest.raises(ValueError, match="bad decode"):
+            executor.call(broken).result(2)
+        assert executor.running == 0
+
+
+def test_call_is_refused_while_draining_or_closed_and_waiting_calls_fail() -> None:
+    started, release, block = _blocker()
+    executor = CheckpointExecutor(FakeEngine(0), slots=1, lanes=1)
+    running = executor.call(block)
+    assert started.wait(2)
+    waiting = executor.call(lambda: "never")
+    cancelled = executor.call(lambda: "never either")
+    assert cancelled.cancel()
+    executor.begin_drain(grace_seconds=5.0)
+    with pytest.raises(ExecutorDraining):
+        waiting.result(1)
+    assert cancelled.cancelled()
+    with pytest.raises(ExecutorDraining):
+        executor.call(lambda: None)
+    release.set()
+    assert running.result(2) == "blocked", "a running call finishes during the drain"
+    executor.close()
+    with pytest.raises(ExecutorClosed):
+        executor.call(lambda: None)
+
+
+def test_close_without_waiting_fails_calls_not_started() -> None:
+    started, release, block = _blocker()
+    executor = CheckpointExecutor(FakeEngine(0), slots=1, lanes=1)
+    executor.call(block)
+    assert started.wait(2)
+    waiting = executor.call(lambda: "never")
+    executor.close(wait=False)
+    release.set()
+    with pytest.raises(ExecutorClosed):
+        waiting.result(2)
