@@ -2,12 +2,15 @@
 deployment. The browser's fake microphone plays an espeak-ng sentence, so the live path is the real one:
 getUserMedia → AudioWorklet → 16 kHz linear16 frames → WebSocket → worker → partials and finals on the page.
 
+The page runs under its real Content-Security-Policy (no ``unsafe-eval``), so the tests wait with
+Playwright's locator assertions, never with ``wait_for_function`` (which evaluates a string in the page).
 Set HARK_CONSOLE_SCREENSHOT=docs/console.png to refresh the README's screenshot.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -44,6 +47,12 @@ def fake_microphone(audio: AudioFactory) -> Path:
     return out
 
 
+def _expect(locator: Any) -> Any:
+    from playwright.sync_api import expect
+
+    return expect(locator)
+
+
 @pytest.fixture(scope="module")
 def browser(fake_microphone: Path) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
@@ -65,7 +74,7 @@ def console(browser: Any, shared_deployment: Deployment) -> Iterator[Any]:
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(f"{shared_deployment.url}/console")
-    page.wait_for_function("document.getElementById('status').dataset.state !== 'loading'", timeout=15_000)
+    _expect(page.locator("#status")).not_to_have_attribute("data-state", "loading", timeout=15_000)
     yield page
     page.close()
     assert errors == [], f"JavaScript errors on the page: {errors}"
@@ -81,7 +90,7 @@ def test_the_page_loads_with_the_served_languages(console: Any) -> None:
 def test_upload_shows_the_transcript(console: Any, audio: AudioFactory) -> None:
     console.set_input_files("#file", str(audio.english(0)))
     console.click("#upload")
-    console.wait_for_function("document.getElementById('batch-text').textContent.length > 0", timeout=30_000)
+    _expect(console.locator("#batch-text")).not_to_be_empty(timeout=30_000)
     assert console.get_attribute("#status", "data-state") == "done", console.text_content("#status")
     assert wer(ENGLISH_SENTENCES[0], console.text_content("#batch-text")) <= 0.4
     assert console.locator("#batch-words span").count() >= 6
@@ -103,8 +112,7 @@ def test_microphone_streams_partials_and_finals_then_ends_cleanly(console: Any) 
     assert int(console.get_attribute("#live", "data-partials") or 0) >= 1, "no partial was shown"
     assert any("speech started" in e for e in console.locator("#events li").all_text_contents())
     console.click("#mic-stop")
-    console.wait_for_function("['ended', 'error'].includes(document.getElementById('status').dataset.state)",
-                              timeout=30_000)  # fmt: skip
+    _expect(console.locator("#status")).to_have_attribute("data-state", re.compile("^(ended|error)$"), timeout=30_000)
     assert console.get_attribute("#status", "data-state") == "ended", console.text_content("#status")
     assert console.get_attribute("#live", "data-close-code") == "1000"
     assert console.get_attribute("#live", "data-last-final") == "true"
