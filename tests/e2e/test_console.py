@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 from tests.audio import ENGLISH_SENTENCES, AudioFactory
-from tests.conftest import Deployment
+from tests.conftest import SHARED_ENV, Deployment
 from tests.e2e.helpers import wer
+from tests.processes import Launcher
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -34,6 +35,7 @@ pytestmark = [
 
 SPOKEN = ENGLISH_SENTENCES[3]
 LIVE_TIMEOUT_SECONDS = 30
+KEY = "console-key-3b9d"
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +99,8 @@ def test_upload_shows_the_transcript(console: Any, audio: AudioFactory) -> None:
     assert "language en" in console.text_content("#batch-meta")
 
 
-def test_microphone_streams_partials_and_finals_then_ends_cleanly(console: Any) -> None:
-    console.click("#mic-start")
+def _wait_for_spoken_final(console: Any) -> list[str]:
+    """The finals shown until one matches the spoken sentence (the fake microphone loops it)."""
     deadline = time.monotonic() + LIVE_TIMEOUT_SECONDS
     finals: list[str] = []
     while time.monotonic() < deadline:
@@ -109,6 +111,12 @@ def test_microphone_streams_partials_and_finals_then_ends_cleanly(console: Any) 
             console.text_content("#status")  # fmt: skip
         time.sleep(0.3)
     assert any(wer(SPOKEN, text) <= 0.4 for text in finals), f"no final matching {SPOKEN!r}: {finals}"
+    return finals
+
+
+def test_microphone_streams_partials_and_finals_then_ends_cleanly(console: Any) -> None:
+    console.click("#mic-start")
+    _wait_for_spoken_final(console)
     assert int(console.get_attribute("#live", "data-partials") or 0) >= 1, "no partial was shown"
     assert any("speech started" in e for e in console.locator("#events li").all_text_contents())
     console.click("#mic-stop")
@@ -120,3 +128,33 @@ def test_microphone_streams_partials_and_finals_then_ends_cleanly(console: Any) 
     screenshot = os.environ.get("HARK_CONSOLE_SCREENSHOT")
     if screenshot:
         console.screenshot(path=screenshot, full_page=True)
+
+
+@pytest.fixture(scope="module")
+def keyed_url(module_hark: Launcher, shared_deployment: Deployment) -> str:
+    """A second API of the shared deployment that requires a key."""
+    api = module_hark.start_api(shared_deployment.name, **{**SHARED_ENV, "HARK_API_KEYS": KEY})
+    assert api.base_url
+    return api.base_url
+
+
+def test_with_keys_required_the_key_goes_in_headers_and_the_websocket_subprotocol(browser: Any,
+                                                                                   keyed_url: str) -> None:  # fmt: skip
+    page = browser.new_page()
+    try:
+        page.goto(f"{keyed_url}/console")  # public: no key needed for the page itself
+        _expect(page.locator("#status")).to_have_attribute("data-state", "idle", timeout=15_000)
+        assert "en" in page.eval_on_selector_all("#language option", "options => options.map(o => o.value)")
+        page.click("#mic-start")  # no key: the refused upgrade is explained
+        _expect(page.locator("#status")).to_have_text(re.compile("HTTP 401.*Enter a valid API key"), timeout=15_000)
+        page.fill("#api-key", KEY)
+        page.locator("#api-key").press("Tab")  # change: the languages are fetched again, now with details
+        _expect(page.locator("#status")).to_have_text(re.compile("languages listed are those this server serves"))
+        assert "multi" in page.eval_on_selector_all("#language option", "options => options.map(o => o.value)")
+        assert page.evaluate("() => sessionStorage.getItem('hark.console.apiKey')") == KEY
+        page.click("#mic-start")  # the key as the subprotocol offer ["bearer", key]
+        _wait_for_spoken_final(page)
+        page.click("#mic-stop")
+        _expect(page.locator("#status")).to_have_attribute("data-state", "ended", timeout=30_000)
+    finally:
+        page.close()
