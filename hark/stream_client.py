@@ -241,6 +241,14 @@ def _prepare_source(args: argparse.Namespace) -> tuple[Iterator[bytes], float | 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
+        return _main(args)
+    except KeyboardInterrupt:  # before the session is open (or a second Ctrl-C): leave at once
+        print("hark stream: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
         settings = load_settings()
     except ConfigError as error:
         print(error, file=sys.stderr)
@@ -300,9 +308,7 @@ def _run(args: argparse.Namespace, url: str, headers: dict[str, str], chunks: It
         receiver.join(args.timeout)
     except KeyboardInterrupt:  # a second Ctrl-C: leave without waiting for the last final
         connection.close()
-        receiver.join(5)
-        print("hark stream: interrupted", file=err)
-        return EXIT_INTERRUPTED
+        raise
     if receiver.is_alive():
         connection.close()
         receiver.join(5)

@@ -257,7 +257,7 @@ def _session(conn: ServerConnection, fake: FakeLive) -> None:
                     return
             continue
         fake.controls.append(json.loads(message))
-        if fake.controls[-1] == {"type": "close_stream"}:
+        if fake.controls[-1] == {"type": "close_stream"} and fake.behaviour != "hang":
             if fake.behaviour == "clean":
                 conn.send(json.dumps(_final(SENTENCE, 0.3, 2.4)))
                 conn.send(json.dumps(_final("", start=None, last=True)))
@@ -345,19 +345,27 @@ def test_unreachable_server_exits_1(audio: AudioFactory, capsys: pytest.CaptureF
 SINE = "lavfi:sine=frequency=440:sample_rate=16000"  # ffmpeg's test tone stands in for a microphone
 
 
+def _mic_session(url: str) -> subprocess.Popen[str]:
+    root = Path(__file__).resolve().parents[2]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("HARK_")}, "PYTHONPATH": str(root)}
+    return subprocess.Popen([sys.executable, "-m", "hark.cli", "stream", "--mic", "--device", SINE, "--url", url],
+                            cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _wait_frames(fake: FakeLive, process: subprocess.Popen[str], count: int = 5) -> None:
+    deadline = time.monotonic() + 20
+    while len(fake.frames) < count and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert len(fake.frames) >= count, process.stderr.read() if process.poll() is not None else "no frames"  # type: ignore[union-attr]
+
+
 def test_ctrl_c_ends_a_microphone_session_in_order(fake_server: Callable[[str], tuple[FakeLive, str]]) -> None:
     """Ctrl-C (SIGINT): the capture stops, close_stream goes out, the last final is awaited, exit 0."""
     fake, url = fake_server("clean")
-    root = Path(__file__).resolve().parents[2]
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("HARK_")}, "PYTHONPATH": str(root)}
-    process = subprocess.Popen([sys.executable, "-m", "hark.cli", "stream", "--mic", "--device", SINE, "--url", url],
-                               cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    process = _mic_session(url)
     try:
-        deadline = time.monotonic() + 20
-        while len(fake.frames) < 5 and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.05)
-        assert len(fake.frames) >= 5, process.stderr.read() if process.poll() is not None else "no frames"
+        _wait_frames(fake, process)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=20)
     finally:
@@ -368,3 +376,22 @@ def test_ctrl_c_ends_a_microphone_session_in_order(fake_server: Callable[[str], 
     assert fake.controls == [{"type": "close_stream"}]
     assert {len(f) for f in fake.frames} == {3200}
     assert len(fake.frames) < 40, "a synthetic source must be paced like a device"
+
+
+def test_a_second_ctrl_c_leaves_without_the_last_final(fake_server: Callable[[str], tuple[FakeLive, str]]) -> None:
+    fake, url = fake_server("hang")
+    process = _mic_session(url)
+    try:
+        _wait_frames(fake, process)
+        process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 10
+        while not fake.controls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fake.controls == [{"type": "close_stream"}]
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err

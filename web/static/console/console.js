@@ -161,6 +161,7 @@ class LiveSession {
     this.capturing = false;
     this.opened = false;
     this.stopping = false;
+    this.cancelled = false;
     this.lastFinal = false;
     this.error = null;
     this.partials = 0;
@@ -214,6 +215,7 @@ class LiveSession {
 
   async onOpen() {
     this.opened = true;
+    if (this.stopping) return; // Stop was pressed while connecting: close() is on its way
     try {
       await this.startCapture();
       setStatus("Listening: speak, then press Stop.", "live");
@@ -270,7 +272,9 @@ class LiveSession {
     }
     if (this.stream) this.stream.getTracks().forEach((track) => track.stop());
     this.stream = null;
-    if (this.context && this.context.state !== "closed") this.context.close();
+    const context = this.context;
+    this.context = null;
+    if (context && context.state !== "closed") context.close().catch(() => {});
   }
 
   stop() {
@@ -286,6 +290,7 @@ class LiveSession {
       this.ws.send(JSON.stringify({ type: "close_stream" }));
       setStatus("Finishing: waiting for the last final…", "closing");
     } else if (this.ws && this.ws.readyState === WebSocket.CONNECTING) {
+      this.cancelled = true;
       this.ws.close();
     }
   }
@@ -359,8 +364,10 @@ class LiveSession {
     this.updateStats();
     $("live").dataset.closeCode = String(event.code);
     $("live").dataset.lastFinal = String(this.lastFinal);
-    if (!this.opened) {
-      setStatus(this.stopping ? "Cancelled." : await this.refusal(), this.stopping ? "idle" : "error");
+    if (this.cancelled) {
+      setStatus("Cancelled.", "idle");
+    } else if (!this.opened) {
+      setStatus(await this.refusal(), "error");
     } else if (this.error) {
       setStatus(`The session ended with an error: ${this.error} (close ${event.code}).`, "error");
     } else if (event.code === 1000 && this.lastFinal) {
