@@ -191,7 +191,9 @@ def run(levels: list[int], eou_ms: int) -> str:
             for thread in threads:
                 thread.start()
             time.sleep(duration / 2)
-            api_threads, api_rss = api.num_threads(), api.memory_info().rss / 2**20
+            tree = [api, *api.children(recursive=True)]  # the gunicorn master and its worker
+            api_threads = sum(p.num_threads() for p in tree)
+            api_rss = sum(p.memory_info().rss for p in tree) / 2**20
             for thread in threads:
                 thread.join()
             stats = analyse(runs, word_ends, words[0].start)

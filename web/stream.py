@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import socket
+import struct
 import threading
 import time
 from typing import Any
@@ -66,6 +67,10 @@ bp = Blueprint("stream", __name__)
 LIVE_PATHS = ("/waves/v1/stt/live", "/waves/v1/pulse/get_text", "/transcribe")
 #: The server pings the client this often; a peer that does not answer one is dropped (dead TCP).
 PING_INTERVAL_SECONDS = 20.0
+#: Longest a send to the client may block (a client that does not read its socket); the session then ends.
+SEND_TIMEOUT_SECONDS = 10
+#: Extra wait (beyond one heartbeat) for a slot when the registry shows the checkpoint full.
+FULL_WAIT_SECONDS = 1.0
 #: Seconds a refused upgrade tells the client to wait before trying again.
 RETRY_AFTER_SECONDS = 2
 #: How long the request thread waits for a client frame before doing its housekeeping.
@@ -106,14 +111,14 @@ def open_session() -> Response:
     except ParamError as error:
         raise ApiError(400, error.message, error.details) from None
     route = _route(params, svc)
-    _check_free_slot(route, svc)
+    start_timeout = _start_wait(route, svc)
     sid = new_session_id()
     store = svc.sessions
     task = StreamTask(
         session_id=sid, deployment=svc.settings.deployment, checkpoint=route.checkpoint.name, params=params,
         options=TranscriptionOptions(language=route.language, detect_among=route.detect_among,
                                      word_timestamps=params.word_timestamps, keywords=params.keywords),
-        created_at=time.time(), start_timeout=svc.settings.stream_start_timeout_seconds,
+        created_at=time.time(), start_timeout=start_timeout,
     )  # fmt: skip
     log_extra = {"request_id": current_request_id(), "session_id": sid, "checkpoint": route.checkpoint.label}
     pubsub = svc.redis.pubsub(ignore_subscribe_messages=True)
@@ -142,16 +147,18 @@ def _route(params: StreamParams, svc: Services) -> routing.Route:
                           live=registry.live_instances(svc.redis, deployment))  # fmt: skip
 
 
-def _check_free_slot(route: routing.Route, svc: Services) -> None:
-    """503 at once when every live instance of the checkpoint announces all its slots in use."""
+def _start_wait(route: routing.Route, svc: Services) -> float:
+    """How long to wait for a worker to take the session.
+
+    When every live instance of the checkpoint announces all its slots in use, a slot may still free
+    up within a heartbeat (the registry is that old), so the upgrade waits briefly instead of failing
+    at once; otherwise it waits up to HARK_STREAM_START_TIMEOUT_SECONDS.
+    """
     instances = [i for i in registry.live_instances(svc.redis, svc.settings.deployment)
                  if i.checkpoint.name == route.checkpoint.name]  # fmt: skip
-    slots = sum(i.slots for i in instances)
-    if instances and sum(max(0, i.slots - i.in_flight) for i in instances) == 0:
-        raise ApiError(503, f"all {slots} slots of {route.checkpoint.label} in deployment {svc.settings.deployment!r} "
-                            "are in use (live sessions and batch jobs share them); retry shortly",
-                       [{"code": "no_free_slot", "slots": slots}],
-                       {"Retry-After": str(RETRY_AFTER_SECONDS)})  # fmt: skip
+    full = bool(instances) and sum(max(0, i.slots - i.in_flight) for i in instances) == 0
+    timeout = svc.settings.stream_start_timeout_seconds
+    return min(timeout, FULL_WAIT_SECONDS + svc.settings.heartbeat_seconds) if full else timeout
 
 
 def _start_session(task: StreamTask, checkpoint: str, svc: Services, log_extra: dict[str, str]) -> None:
@@ -181,8 +188,8 @@ def _wait_for_worker(pubsub: redis.client.PubSub, task: StreamTask, svc: Service
         return  # claimed at the last moment: its ready envelope was in flight
     log.warning("no worker took the live session within %.0f s; refusing it", task.start_timeout, extra=log_extra)
     raise ApiError(503, f"no worker of checkpoint {task.checkpoint} took the session within "
-                        f"{task.start_timeout:g} s (HARK_STREAM_START_TIMEOUT_SECONDS): every slot is busy; "
-                        "retry shortly", [{"code": "no_free_slot"}],
+                        f"{task.start_timeout:g} s: every slot is in use (live sessions and batch jobs share "
+                        "them); retry shortly", [{"code": "no_free_slot"}],
                    {"Retry-After": str(RETRY_AFTER_SECONDS)})  # fmt: skip
 
 
@@ -216,6 +223,9 @@ class HarkServer(Server):
 
     def handshake(self) -> None:
         super().handshake()
+        # A client that stops reading must not hold the sending thread forever: a send blocked this long
+        # fails (OSError), and the session ends. Only sends: the reader thread's recv keeps blocking.
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", SEND_TIMEOUT_SECONDS, 0))
         connection = self.ws
         plain_send = connection.send
         max_size = self.max_message_size

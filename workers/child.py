@@ -160,7 +160,7 @@ def run_model_child(args: argparse.Namespace, settings: Settings) -> int:
 
     from workers.celery_app import app
     from workers.executor import CheckpointExecutor
-    from workers.utterance import LaneDecoder
+    from workers.utterance import BatchingDecoder
 
     info = CheckpointInfo(name=manifest.name, version=manifest.version, languages=list(manifest.languages),
                           multilingual=manifest.multilingual, engine=manifest.engine,
@@ -171,7 +171,7 @@ def run_model_child(args: argparse.Namespace, settings: Settings) -> int:
     worker_context.install(worker_context.WorkerContext(
         settings=settings, redis=client, store=worker_context.make_store(settings, client),
         worker_id=args.worker_id, checkpoint=info, executor=executor,
-        sessions=worker_context.make_session_store(settings, client), engine_decoder=LaneDecoder(executor, engine),
+        sessions=worker_context.make_session_store(settings, client), engine_decoder=BatchingDecoder(executor, engine),
     ))  # fmt: skip
     now = time.time()
     record = InstanceRecord(deployment=settings.deployment, worker_id=args.worker_id, host=socket.gethostname(),

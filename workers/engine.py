@@ -78,6 +78,9 @@ PARTIAL_TOKENS_BASE = 16
 PARTIAL_TOKENS_PER_SECOND = 6
 #: Live audio shorter than this (0.1 s) is not decoded.
 MIN_UTTERANCE_SAMPLES = SAMPLE_RATE // 10
+#: Mel frames of Whisper's 30 s input window; a batched partial's audio must fit in it.
+WHISPER_FRAMES = 3000
+BATCH_MAX_SAMPLES = 30 * SAMPLE_RATE - 1
 
 
 @dataclass
@@ -277,6 +280,72 @@ class WhisperEngine:
             language, probability = info.language, float(info.language_probability)
         return DecodeResult(text="".join(texts).strip(), language=language, language_probability=float(probability),
                             words=words, segments=kept)  # fmt: skip
+
+    def decode_partials(self, requests: Sequence[DecodeRequest]) -> list[DecodeResult]:
+        """Several live sessions' partials in one batched call: one encoder pass over all their windows.
+
+        Whisper pays a full 30 s window per decode whatever the utterance's length, so the sessions'
+        partials share the call (greedy, no timestamps, each with its own prompt, prefix and language).
+        Requests this path cannot serve (a final, a language to detect, audio too short or too long)
+        are decoded one by one with :meth:`decode_utterance`.
+
+        Returns:
+            One result per request, in order.
+        """
+        results: list[DecodeResult | None] = [None] * len(requests)
+        batch: list[tuple[int, DecodeRequest, str]] = []
+        for index, request in enumerate(requests):
+            language = forced_language(request.language, self.languages, self.multilingual)
+            size = np.asarray(request.samples).size
+            if request.kind != "partial" or language is None or not MIN_UTTERANCE_SAMPLES <= size <= BATCH_MAX_SAMPLES:
+                results[index] = self.decode_utterance(request)
+            else:
+                batch.append((index, request, language))
+        if len(batch) == 1:
+            index, request, _language = batch[0]
+            results[index] = self.decode_utterance(request)
+        elif batch:
+            for (index, _request, _language), result in zip(batch, self._decode_batch(batch), strict=True):
+                results[index] = result
+        return [result for result in results if result is not None]
+
+    def _decode_batch(self, batch: Sequence[tuple[int, DecodeRequest, str]]) -> list[DecodeResult]:
+        import ctranslate2
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+
+        features, prompts, tokenizers, seconds = [], [], [], []
+        for _index, request, language in batch:
+            samples = np.asarray(request.samples, dtype=np.float32)
+            mel = self.model.feature_extractor(samples)[:, :WHISPER_FRAMES]
+            features.append(np.pad(mel, ((0, 0), (0, WHISPER_FRAMES - mel.shape[1]))))
+            tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task="transcribe",
+                                  language=language)  # fmt: skip
+            hotwords = build_hotwords(request.keywords)
+            context = " ".join(part for part in (hotwords if request.prefix else None, request.prompt) if part)
+            previous = tokenizer.encode(" " + context.strip()) if context else []
+            prompts.append(self.model.get_prompt(tokenizer, previous, without_timestamps=True, prefix=request.prefix,
+                                                 hotwords=None if request.prefix else hotwords))  # fmt: skip
+            tokenizers.append(tokenizer)
+            seconds.append(samples.size / SAMPLE_RATE)
+        new_tokens = int(PARTIAL_TOKENS_BASE + PARTIAL_TOKENS_PER_SECOND * max(seconds))
+        max_length = min(self.model.max_length, max(len(prompt) for prompt in prompts) + new_tokens)
+        suppressed = list(get_suppressed_tokens(tokenizers[0], [-1]))
+        outputs = self.model.model.generate(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(features))), prompts, beam_size=1,
+            max_length=max_length, suppress_blank=True, suppress_tokens=suppressed, return_scores=True,
+            return_no_speech_prob=True,
+        )  # fmt: skip
+        results = []
+        for (_index, _request, language), tokenizer, output, length in zip(batch, tokenizers, outputs, seconds,
+                                                                           strict=True):  # fmt: skip
+            tokens = output.sequences_ids[0]
+            text = tokenizer.decode([token for token in tokens if token < tokenizer.eot]).strip()
+            avg_logprob = output.scores[0] * len(tokens) / (len(tokens) + 1)
+            if not is_speech(text, output.no_speech_prob, avg_logprob, get_compression_ratio(text)):
+                text = ""
+            results.append(DecodeResult(text=text, language=language, segments=[(text, 0.0, length)] if text else []))
+        return results
 
     def _detect_among(self, samples: np.ndarray, among: Sequence[str]) -> tuple[str | None, float]:
         """The most probable language of the speech within `among` (None: let the model decide)."""

@@ -21,6 +21,16 @@ normally the checkpoint's inference lanes), so :meth:`StreamTranscriber.feed` ne
   comes back after its utterance was finalized is dropped, and one of the next utterance waits until the
   finals before it are out. A final with no text is not sent, except
   the ones a client asked for (``finalize``: ``from_finalize``; ``close``: ``is_last``), which always are.
+- **Speculative finals.** Waiting for the endpoint and only then decoding put the final ``eou_timeout_ms``
+  plus a whole decode (~0.4-0.65 s on CPU, whatever the length) after the end of speech, and cost a decode
+  on top of the partials. So once speech has paused for :data:`CANDIDATE_SILENCE_MS` (the VAD's trailing
+  silence, well below the timeout) the open utterance is decoded as a *candidate*: a final's request
+  (no prefix, Whisper's VAD, word timestamps when asked for) of its audio up to then, in the partial's
+  slot (a partial in flight is superseded: finals never wait behind partials). If the endpoint comes with
+  no speech since, the candidate is the final (the audio after it is silence by the VAD's word; no second
+  decode), out as soon as both are there; ``finalize`` and ``close`` in that pause take it too. If speech
+  resumes first, its result is an ordinary partial of the still open utterance. Partials are not started
+  during a pause (its candidate, or the speech resuming, comes soon and covers more).
 - **Language.** Forced by the request, else detected (within ``detect_among`` when given) until the first
   final with text, whose language the session keeps, as the batch path keeps its first window's.
 """
@@ -57,6 +67,11 @@ CUT_SEARCH_S = 1.0
 CUT_FRAME = 320
 #: Characters of the previous finals given to Whisper as the prompt of the next decodes.
 PROMPT_CHARS = 200
+#: Pause in speech (the VAD's trailing silence) after which the open utterance gets its candidate final.
+#: Short enough that pause detection + this + a decode come close to a 500-800 ms end-of-utterance timeout;
+#: long enough that gaps inside a sentence seldom trigger one (on 8 espeak sentences Silero's were 32-128 ms,
+#: one 192 ms; a candidate there is not wasted, it shows as a partial, but it supersedes one in flight).
+CANDIDATE_SILENCE_MS = 160
 #: Whether the previous finals' text is the prompt. Off: on 16 unrelated espeak sentences tiny.en's WER
 #: was 0.088 without / 0.120 with it (beam 1) and 0.064 / 0.104 (beam 5); the prompt made it rewrite a
 #: sentence to continue the previous one.
@@ -149,9 +164,19 @@ class _AudioStore:
 
 @dataclass
 class _Partial:
+    """The session's one speculative decode in flight: a partial, or a candidate final (``silence`` set)."""
+
     utterance: _Utterance
     future: Future[DecodeResult]
     end: int
+    """Stream sample its audio reaches."""
+    request: DecodeRequest | None = None
+    """Candidates: what was asked (a final reuses it only if it would ask the same)."""
+    silence: int | None = None
+    """Candidates: the VAD's :attr:`~workers.stream_vad.StreamingVad.silence_start` of the pause it was
+    taken in; while the VAD still reports it, no speech came after the candidate's audio."""
+    shown: bool = False
+    """Candidates: already shown as a partial while the pause goes on (the final follows at the endpoint)."""
 
 
 @dataclass
@@ -179,6 +204,7 @@ class StreamTranscriber:
         vad_model: VadModel | None = None,
         pre_roll_ms: int = PRE_ROLL_MS,
         prompt_with_context: bool = PROMPT_WITH_CONTEXT,
+        candidate_silence_ms: int | None = CANDIDATE_SILENCE_MS,
     ) -> None:
         """Args:
         session_id: Put in every message.
@@ -190,6 +216,8 @@ class StreamTranscriber:
         vad_model: The process' Silero model (loaded here when None and ``params.vad``).
         pre_roll_ms: Audio kept before (and after) detected speech.
         prompt_with_context: Give the previous finals' text as the decode prompt.
+        candidate_silence_ms: Pause after which a candidate final is decoded (None: finals only at the
+            endpoint, as before speculative finals; there are none without VAD or endpointing anyway).
         """
         self.session_id = session_id
         self.params = params
@@ -204,6 +232,10 @@ class StreamTranscriber:
         )  # fmt: skip
         #: Audio kept behind the newest sample, for the pre-roll of a speech start the VAD reports late.
         self._keep = int((pre_roll_ms + params.vad_min_speech_ms) * SAMPLE_RATE / 1000) + 4 * CHUNK + SAMPLE_RATE // 2
+        self._candidate_after = (
+            max(1, int(candidate_silence_ms * SAMPLE_RATE / 1000))
+            if candidate_silence_ms is not None and params.vad and params.endpointing else None
+        )  # fmt: skip
         self._prompt_with_context = prompt_with_context
         self._keywords = list(options.keywords or params.keywords)
         self._language = options.language
@@ -228,8 +260,13 @@ class StreamTranscriber:
 
     @property
     def busy(self) -> bool:
-        """True while a decode is in flight or a final waits to be returned."""
-        return self._partial is not None or bool(self._finals)
+        """True while a decode is in flight or a final waits to be returned.
+
+        A finished candidate whose pause goes on is not: it waits for audio (the endpoint or more speech),
+        and a driver that waits for ``busy`` to clear before feeding more must not wait for it.
+        """
+        slot = self._partial
+        return (slot is not None and not (slot.future.done() and self._held(slot))) or bool(self._finals)
 
     def feed(self, samples: np.ndarray) -> list[Message]:
         """Take the next audio (float32 16 kHz, any length); returns VAD events. Ignored after :meth:`close`.
@@ -274,10 +311,17 @@ class StreamTranscriber:
                 messages.append(message)
         partial = self._partial
         # A partial of the next utterance waits for the previous one's final: the client sees them in order.
+        # A candidate whose pause goes on waits for the endpoint (it becomes the final) or for speech.
         stale = partial is not None and partial.utterance is not self._utterance
         if partial is not None and partial.future.done() and (stale or not self._finals):
-            self._partial = None
-            messages += self._on_partial(partial)
+            if not self._held(partial):
+                self._partial = None
+                messages += self._on_partial(partial)
+            elif not partial.shown and not partial.future.cancelled():
+                # The pause goes on: show the candidate's text now (the client need not wait for the
+                # endpoint, or for audio that may not come) and keep it to become the final.
+                partial.shown = True
+                messages += self._on_partial(partial)
         self._maybe_partial()
         return messages
 
@@ -325,6 +369,7 @@ class StreamTranscriber:
         utterance = self._utterance
         if utterance is not None and utterance.is_open and utterance.length(self._position) >= self._max_samples:
             self._cut(utterance, self._quiet_point(utterance, self._position - int(CUT_SEARCH_S * SAMPLE_RATE)))
+        self._maybe_candidate()
         self._maybe_partial()
         return messages
 
@@ -344,7 +389,7 @@ class StreamTranscriber:
             utterance.close_piece(change.bound, self._store)
             utterance.offset = max(utterance.onset, change.sample)
             if self.params.endpointing:
-                self._submit_final(utterance)
+                self._submit_final(utterance, candidate=self._covering(utterance, change.sample))
         return messages
 
     def _open(self, start: int, onset: int | None = None) -> None:
@@ -380,7 +425,9 @@ class StreamTranscriber:
     def _end_utterance(self, *, from_finalize: bool = False, is_last: bool = False) -> None:
         utterance = self._utterance
         if utterance is not None and utterance.length(self._position) > 0:
-            self._submit_final(utterance, from_finalize=from_finalize, is_last=is_last)
+            pause = self._vad.silence_start if self._vad is not None else None
+            self._submit_final(utterance, from_finalize=from_finalize, is_last=is_last,
+                               candidate=self._covering(utterance, pause))  # fmt: skip
             return
         self._utterance = None
         self._finals.append(_Final(None, None, from_finalize=from_finalize, is_last=is_last, at=self._position))
@@ -395,11 +442,18 @@ class StreamTranscriber:
                              word_timestamps=word_timestamps,
                              vad_filter=kind == "final" or self._vad is None)  # fmt: skip
 
-    def _submit_final(self, utterance: _Utterance, *, from_finalize: bool = False, is_last: bool = False) -> None:
-        utterance.close_piece(self._position, self._store)
+    def _submit_final(self, utterance: _Utterance, *, from_finalize: bool = False, is_last: bool = False,
+                      candidate: _Partial | None = None) -> None:  # fmt: skip
+        """Queue `utterance`'s final: `candidate`'s decode (see :meth:`_covering`) or a new one."""
+        if candidate is not None:
+            self._partial = None  # the slot's decode is now the final's
+            utterance.close_piece(candidate.end, self._store)
+            future = candidate.future
+        else:
+            utterance.close_piece(self._position, self._store)
+            future = self.decoder.submit(self._request(utterance.samples(self._store, self._position), "final"))
         if utterance.offset is None:
             utterance.offset = utterance.end(self._position)
-        future = self.decoder.submit(self._request(utterance.samples(self._store, self._position), "final"))
         self._finals.append(_Final(utterance, future, from_finalize=from_finalize, is_last=is_last,
                                    at=utterance.end(self._position)))  # fmt: skip
         self._floor = max(self._floor, utterance.end(self._position))
@@ -408,10 +462,61 @@ class StreamTranscriber:
         if self._partial is not None and self._partial.utterance is utterance:
             self._partial.future.cancel()
 
+    def _maybe_candidate(self) -> None:
+        """Decode the open utterance as its candidate final once speech has paused long enough."""
+        vad, utterance = self._vad, self._utterance
+        if self._candidate_after is None or vad is None or utterance is None or self._closed or not utterance.is_open:
+            return
+        pause = vad.silence_start
+        if pause is None or vad.position - pause < self._candidate_after:
+            return
+        slot = self._partial
+        if slot is not None and slot.utterance is utterance and slot.silence == pause:
+            return  # this pause has its candidate
+        start = utterance.pieces[-1][0]  # with endpointing an utterance is one piece
+        if pause <= start:
+            return  # opened inside this pause (after a finalize or a cut): no speech of its own to finish early
+        # An endpoint's final gets the pad after the speech; the candidate has less of it yet, and makes up the
+        # rest with zeros (silence to the VAD, and what Whisper pads its 30 s window with anyway): the same
+        # length as the endpoint's request, which tiny.en can be sensitive to ("brown fox" with a 250 ms
+        # tail, "round-fark" with 160 ms on an espeak sentence).
+        end = min(vad.position, pause + vad.pad)
+        samples = utterance.samples(self._store, end)
+        if end < pause + vad.pad:
+            samples = np.concatenate((samples, np.zeros(pause + vad.pad - end, dtype=np.float32)))
+        request = self._request(samples, "final")
+        future = self.decoder.submit(request)
+        if slot is not None:
+            slot.future.cancel()  # superseded (it covers less audio): its result is dropped when it comes back
+        self._partial = _Partial(utterance, future, end, request=request, silence=pause)
+        utterance.requested = max(utterance.requested, end)
+
+    def _held(self, slot: _Partial) -> bool:
+        """`slot` is a candidate of the open utterance whose pause goes on (no speech after its audio yet)."""
+        return (slot.silence is not None and slot.utterance is self._utterance and self._vad is not None
+                and self._vad.silence_start == slot.silence)  # fmt: skip
+
+    def _covering(self, utterance: _Utterance, pause: int | None) -> _Partial | None:
+        """The candidate that can be `utterance`'s final now: taken in the pause starting at `pause` (so
+        no speech came after its audio), not cancelled, and asking what a final would ask now (a language
+        detected or a prompt grown since it was sent would change the request)."""
+        slot = self._partial
+        if pause is None or slot is None or slot.request is None or slot.utterance is not utterance:
+            return None
+        if slot.silence != pause or slot.future.cancelled():
+            return None
+        now = self._request(slot.request.samples[:0], "final")
+        if (now.language, now.detect_among, now.prompt) != (slot.request.language, slot.request.detect_among,
+                                                            slot.request.prompt):  # fmt: skip
+            return None
+        return slot
+
     def _maybe_partial(self) -> None:
         utterance = self._utterance
         if utterance is None or self._partial is not None or self._closed:
             return
+        if self._candidate_after is not None and self._vad is not None and self._vad.silence_start is not None:
+            return  # paused: the candidate, or the speech resuming, comes within CANDIDATE_SILENCE_MS
         end = utterance.end(self._position)
         if self._last_speech <= utterance.requested or end - utterance.requested < self._interval:
             return

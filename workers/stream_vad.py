@@ -81,8 +81,10 @@ class StreamingVad:
     """Silero over a stream: feed any number of samples, get speech starts and ends.
 
     A start is reported once speech lasted ``min_speech_ms`` (shorter blips are ignored); an end once
-    ``min_silence_ms`` of silence followed speech. Not thread-safe by itself: one per session, used by
-    the session's thread (the shared :class:`VadModel` is).
+    ``min_silence_ms`` of silence followed speech. In between, :attr:`silence_start` and
+    :attr:`trailing_silence_samples` tell how long speech has been paused, so a caller can act on a pause
+    before it becomes an end (the transcriber's speculative finals). Not thread-safe by itself: one per
+    session, used by the session's thread (the shared :class:`VadModel` is).
     """
 
     def __init__(self, model: VadModel, threshold: float = 0.5, min_speech_ms: int = 250,
@@ -102,6 +104,22 @@ class StreamingVad:
         self._remainder = np.empty(0, dtype=np.float32)
         self._candidate: int | None = None  # where a speech run began that is not yet long enough
         self._silence_from: int | None = None  # where silence began inside speech
+
+    @property
+    def silence_start(self) -> int | None:
+        """Where the silence that speech is paused in began (the ``sample`` its end will carry), else None.
+
+        Set while :attr:`speaking` once a chunk fell below ``threshold - HYSTERESIS``; cleared by the next
+        chunk at or above the threshold. The same value for the whole pause, so a caller can tell whether
+        speech came back since it last looked (a new pause starts elsewhere).
+        """
+        return self._silence_from if self.speaking else None
+
+    @property
+    def trailing_silence_samples(self) -> int:
+        """Samples of the current pause inside speech (0 while speech goes on or before any)."""
+        start = self.silence_start
+        return 0 if start is None else self.position - start
 
     def feed(self, samples: np.ndarray) -> list[VadChange]:
         """Run the model over `samples` (float32, 16 kHz) and report the changes, in order."""

@@ -6,6 +6,8 @@ other (the engine stays free of session logic, the transcriber free of faster-wh
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -71,3 +73,112 @@ class LaneDecoder:
     def submit(self, request: DecodeRequest) -> Future[DecodeResult]:
         """Queue the decode; raises ExecutorDraining / ExecutorClosed when the executor takes no work."""
         return self.executor.call(self.engine.decode_utterance, request)
+
+
+class BatchingEngine(UtteranceEngine, Protocol):
+    def decode_partials(self, requests: list[DecodeRequest]) -> list[DecodeResult]: ...
+
+
+class BatchingDecoder:
+    """Every live session of a checkpoint decoding on its lanes: finals first, partials batched together.
+
+    Whisper's cost per decode is a full 30 s window whatever the utterance's length, so many sessions'
+    partial updates are cheapest as one batched call (:meth:`~workers.engine.WhisperEngine.decode_partials`).
+    A session has at most one decode in flight, so the queue holds at most one request per session.
+
+    A lane job takes the oldest final (alone: it may need beam search and word timestamps) or, when no
+    final waits, up to `max_batch` partials (4: on one CPU thread a batch of 4 costs about 2.5 single
+    decodes, and a bigger batch makes each partial older by the time it is shown). At most `max_jobs`
+    (default: the lanes) jobs are queued or running at a time, and a job that leaves work behind queues
+    the next one at the back of the lanes' queue, so batch requests keep their turn on the lanes.
+    """
+
+    def __init__(self, executor: CheckpointExecutor, engine: BatchingEngine | None = None, *, max_batch: int = 4,
+                 max_jobs: int | None = None) -> None:  # fmt: skip
+        self.executor = executor
+        self.engine: BatchingEngine = engine if engine is not None else executor.engine  # type: ignore[assignment]
+        self.max_batch = max_batch
+        self.max_jobs = max_jobs or executor.lanes
+        self._lock = threading.Lock()
+        self._finals: deque[tuple[DecodeRequest, Future[DecodeResult]]] = deque()
+        self._partials: deque[tuple[DecodeRequest, Future[DecodeResult]]] = deque()
+        self._jobs = 0
+        self.batches = 0
+        """Lane jobs run so far (for tests and logs)."""
+        self.largest_batch = 0
+
+    def submit(self, request: DecodeRequest) -> Future[DecodeResult]:
+        """Queue the decode; raises ExecutorDraining / ExecutorClosed when the executor takes no work."""
+        future: Future[DecodeResult] = Future()
+        entry = (request, future)
+        with self._lock:
+            (self._finals if request.kind == "final" else self._partials).append(entry)
+            start = self._jobs < self.max_jobs
+            if start:
+                self._jobs += 1
+        if start:
+            try:
+                self.executor.call(self._run)
+            except Exception:
+                with self._lock:
+                    self._jobs -= 1
+                    queue = self._finals if request.kind == "final" else self._partials
+                    if entry in queue:
+                        queue.remove(entry)
+                raise
+        return future
+
+    def _take(self) -> list[tuple[DecodeRequest, Future[DecodeResult]]]:
+        """The next unit of work (called with the lock held); futures already cancelled are dropped."""
+        while self._finals:
+            request, future = self._finals.popleft()
+            if future.set_running_or_notify_cancel():
+                return [(request, future)]
+        taken = []
+        while self._partials and len(taken) < self.max_batch:
+            request, future = self._partials.popleft()
+            if future.set_running_or_notify_cancel():
+                taken.append((request, future))
+        return taken
+
+    def _run(self) -> None:
+        with self._lock:
+            work = self._take()
+        try:
+            if work:
+                self._decode(work)
+        finally:
+            with self._lock:
+                more = bool(self._finals or self._partials)
+                if not more:
+                    self._jobs -= 1
+            if more:
+                self._requeue()
+
+    def _decode(self, work: list[tuple[DecodeRequest, Future[DecodeResult]]]) -> None:
+        self.batches += 1
+        self.largest_batch = max(self.largest_batch, len(work))
+        try:
+            if len(work) == 1:
+                results = [self.engine.decode_utterance(work[0][0])]
+            else:
+                results = self.engine.decode_partials([request for request, _future in work])
+        except BaseException as error:
+            for _request, future in work:
+                future.set_exception(error)
+            return
+        for (_request, future), result in zip(work, results, strict=True):
+            future.set_result(result)
+
+    def _requeue(self) -> None:
+        try:
+            self.executor.call(self._run)
+        except Exception as error:  # draining or closed: nobody will run what is left
+            with self._lock:
+                self._jobs -= 1
+                left = [*self._finals, *self._partials]
+                self._finals.clear()
+                self._partials.clear()
+            for _request, future in left:
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(error)

@@ -155,3 +155,11 @@ def poll_job(base_url: str, request_id: str, *, until: Iterable[str] = ("success
             return body, seen
         time.sleep(interval)
     raise AssertionError(f"job {request_id} did not reach {sorted(wanted)} in {timeout:.0f} s; seen {seen}: {body}")
+
+
+def sdk_environment(base_url: str) -> Any:
+    """The `smallestai` SDK's environment for a Hark API at `base_url`, as the wire spec shows."""
+    from smallestai.environment import SmallestAIEnvironment
+
+    return SmallestAIEnvironment(atoms=f"{base_url}/atoms/v1", waves=base_url,
+                                 waves_ws=base_url.replace("http://", "ws://"), payment=base_url)  # fmt: skip

@@ -5,22 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.audio import ENGLISH_SENTENCES, AudioFactory
-from tests.conftest import Deployment
 from tests.e2e.helpers import TINY_EN, wer
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def sdk_client(shared_deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> object:
-    monkeypatch.setenv("SMALLESTAI_TELEMETRY", "0")
-    from smallestai import SmallestAI
-    from smallestai.environment import SmallestAIEnvironment
-
-    base = shared_deployment.url
-    environment = SmallestAIEnvironment(atoms=f"{base}/atoms/v1", waves=base,
-                                        waves_ws=base.replace("http://", "ws://"), payment=base)  # fmt: skip
-    return SmallestAI(api_key="test-key", environment=environment)
 
 
 def test_sdk_gets_a_typed_transcription(sdk_client: object, audio: AudioFactory) -> None:

@@ -17,7 +17,7 @@ import requests
 from hark import registry
 from tests.audio import ENGLISH_SENTENCES, AudioFactory
 from tests.conftest import Deployment
-from tests.e2e.helpers import wer
+from tests.e2e.helpers import sdk_environment, wer
 from tests.live import LiveClient, handshake, raw_audio, silence_pcm, ws_url
 
 pytestmark = pytest.mark.e2e
@@ -30,18 +30,6 @@ def _conversation(audio: AudioFactory) -> bytes:
     """Two English sentences with a pause long enough for an endpoint (16 kHz linear16)."""
     return (silence_pcm(0.3) + raw_audio(audio.english(0)) + silence_pcm(1.5) + raw_audio(audio.english(2))
             + silence_pcm(1.5))  # fmt: skip
-
-
-@pytest.fixture
-def sdk_client(shared_deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> object:
-    monkeypatch.setenv("SMALLESTAI_TELEMETRY", "0")
-    from smallestai import SmallestAI
-    from smallestai.environment import SmallestAIEnvironment
-
-    base = shared_deployment.url
-    environment = SmallestAIEnvironment(atoms=f"{base}/atoms/v1", waves=base,
-                                        waves_ws=base.replace("http://", "ws://"), payment=base)  # fmt: skip
-    return SmallestAI(api_key="test-key", environment=environment)
 
 
 def test_sdk_streams_partials_finals_finalize_and_one_last(sdk_client: object, audio: AudioFactory) -> None:
@@ -87,17 +75,14 @@ def test_sdk_streams_partials_finals_finalize_and_one_last(sdk_client: object, a
     assert [w.start for w in words] == sorted(w.start for w in words), "word times are relative to the stream start"
 
 
-def test_async_sdk_streams_and_ends_cleanly(sdk_client: object, shared_deployment: Deployment,
-                                            audio: AudioFactory, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_async_sdk_streams_and_ends_cleanly(shared_deployment: Deployment, audio: AudioFactory,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     from smallestai import AsyncSmallestAI
-    from smallestai.environment import SmallestAIEnvironment
     from smallestai.waves.helpers import stream_speech_to_text
     from smallestai.waves.speech_to_text.types.close_stream import CloseStream
 
-    base = shared_deployment.url
-    environment = SmallestAIEnvironment(atoms=f"{base}/atoms/v1", waves=base,
-                                        waves_ws=base.replace("http://", "ws://"), payment=base)  # fmt: skip
-    client = AsyncSmallestAI(api_key="test-key", environment=environment)
+    monkeypatch.setenv("SMALLESTAI_TELEMETRY", "0")
+    client = AsyncSmallestAI(api_key="test-key", environment=sdk_environment(shared_deployment.url))
     pcm = raw_audio(audio.english(4))
 
     async def run() -> list[object]:

@@ -83,6 +83,24 @@ def test_any_feed_size_gives_the_same_changes_and_remainders_wait() -> None:
     assert vad.position == CHUNK
 
 
+def test_the_trailing_silence_of_a_pause_in_speech() -> None:
+    # speech, a wavering chunk (no silence yet), a pause that speech ends, another pause that ends the speech
+    script = [0.0] * 2 + [0.9] * 10 + [0.4] + [0.0] * 5 + [0.9] * 3 + [0.0] + [0.4] + [0.0] * 20
+    vad = StreamingVad(ScriptedModel(script), min_speech_ms=250, min_silence_ms=500)
+    seen: list[tuple[int | None, int]] = []
+    changes: list[VadChange] = []
+    for _ in script:
+        changes += vad.feed(np.zeros(CHUNK, dtype=np.float32))
+        seen.append((vad.silence_start, vad.trailing_silence_samples))
+    assert seen[:13] == [(None, 0)] * 13, "not speaking yet, then speech, then a chunk above threshold - 0.15"
+    assert seen[13:18] == [(13 * CHUNK, (n + 1) * CHUNK) for n in range(5)]
+    assert seen[18] == (None, 0), "speech is back: the pause is over"
+    assert seen[21:36] == [(21 * CHUNK, (n + 1) * CHUNK) for n in range(15)], "hysteresis keeps the pause going"
+    assert seen[36] == (None, 0) and not vad.speaking
+    assert [(c.kind, c.sample) for c in changes] == [("start", 2 * CHUNK), ("end", 21 * CHUNK)]
+    assert changes[-1].sample == seen[35][0], "the end carries the pause's start"
+
+
 # --- the real Silero model ---------------------------------------------------------------------------
 
 
