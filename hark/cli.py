@@ -4,6 +4,7 @@
     hark api                  the API tier (gunicorn)
     hark worker               a worker of this deployment (reads MODEL_URL)
     hark transcribe FILE      send a file to a running API and print the transcript
+    hark stream FILE | --mic  live transcription of a file or the microphone over the WebSocket
     hark checkpoints ...      build, fetch, list and verify checkpoints
 """
 
@@ -19,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "api": ("web.server", "serve the HTTP API with gunicorn"),
     "worker": ("workers.supervisor", "start a worker serving the checkpoints in MODEL_URL"),
     "transcribe": ("hark.client", "transcribe a file through a running API"),
+    "stream": ("hark.stream_client", "stream a file or the microphone to a running API, printing live transcripts"),
     "checkpoints": ("checkpoints.cli", "pack, bundle, pull, list and verify checkpoints"),
 }
 

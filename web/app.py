@@ -13,7 +13,7 @@ import time
 from flask import Flask, Response, g
 
 from hark.settings import Settings, get_settings
-from web import health, jobs, openapi, stream, stt
+from web import console, health, jobs, openapi, stream, stt
 from web.auth import install_auth
 from web.errors import current_request_id, new_request_id, register_error_handlers
 from web.limits import install_client_limits
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             (tests pass their own).
 
     Returns:
-        The Flask app with the transcription, job, health and OpenAPI endpoints registered.
+        The Flask app with the transcription, live, job, health, OpenAPI and console endpoints registered.
     """
     settings = settings or get_settings()
     app = Flask(__name__)
@@ -58,4 +58,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(jobs.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(console.bp)
     return app
