@@ -75,7 +75,7 @@ class Scale:
 
 
 SCALES: dict[str, Scale] = {
-    "fast": Scale(name="fast", kills=2, load_threads=2, redis_restarts=1, redis_down_seconds=3.0, sigterm_jobs=4,
+    "fast": Scale(name="fast", kills=1, load_threads=2, redis_restarts=1, redis_down_seconds=3.0, sigterm_jobs=4,
                   schemathesis_cases=120, hypothesis_cases=150, live_query_cases=30, media_mutations=0,
                   abuse_clients=6, abuse_seconds=5.0, p95_samples=8),
     "full": Scale(name="full", kills=20, load_threads=3, redis_restarts=3, redis_down_seconds=5.0, sigterm_jobs=6,
