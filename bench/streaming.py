@@ -59,10 +59,10 @@ RATE = 16000
 FRAME_BYTES = 3200  # 100 ms of linear16
 
 
-def make_conversation(workdir: Path) -> bytes:
-    """The sentences spoken by espeak-ng with pauses, as 16 kHz mono linear16 (headerless)."""
+def make_conversation(workdir: Path, repeat: int = 1) -> bytes:
+    """The sentences (`repeat` times over) spoken by espeak-ng with pauses, as 16 kHz mono linear16."""
     parts: list[bytes] = [bytes(int(0.5 * RATE) * 2)]
-    for index, sentence in enumerate(SENTENCES):
+    for index, sentence in enumerate(SENTENCES * repeat):
         wav = workdir / f"s{index}.wav"
         subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), sentence], check=True)
         raw = subprocess.run(["sox", str(wav), "-r", str(RATE), "-c", "1", "-e", "signed-integer", "-b", "16",
@@ -156,7 +156,7 @@ def analyse(runs: list[StreamRun], word_ends: list[float], first_start: float) -
     }
 
 
-def run(levels: list[int], eou_ms: int) -> str:
+def run(levels: list[int], eou_ms: int, repeat: int = 1) -> str:
     import psutil
     from faster_whisper import WhisperModel
 
@@ -164,8 +164,8 @@ def run(levels: list[int], eou_ms: int) -> str:
     built = build_bundled(settings.model_cache_dir)
     model_dir = next(c.path for c in built if c.manifest.name == "whisper-tiny-en")
     workdir = Path(tempfile.mkdtemp(prefix="hark-bench-stream-"))
-    pcm = make_conversation(workdir)
-    spoken = " ".join(SENTENCES)
+    pcm = make_conversation(workdir, repeat)
+    spoken = " ".join(SENTENCES * repeat)
     duration = len(pcm) / 2 / RATE
 
     import numpy as np
@@ -207,10 +207,10 @@ def run(levels: list[int], eou_ms: int) -> str:
             time.sleep(2)
     finally:
         platform_.stop()
-    return report(rows, duration, eou_ms)
+    return report(rows, duration, eou_ms, len(SENTENCES) * repeat)
 
 
-def report(rows: list[dict], duration: float, eou_ms: int) -> str:
+def report(rows: list[dict], duration: float, eou_ms: int, sentences: int) -> str:
     import ctranslate2
     import faster_whisper
 
@@ -218,7 +218,7 @@ def report(rows: list[dict], duration: float, eou_ms: int) -> str:
         f"Machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, no GPU. "
         f"Checkpoint whisper-tiny-en (int8, CPU), default worker (2 lanes x 1 thread), beam 1 for partials, "
         f"faster-whisper {faster_whisper.__version__}, CTranslate2 {ctranslate2.__version__}. Each stream: a "
-        f"{duration:.1f} s English conversation ({len(SENTENCES)} espeak-ng sentences, {PAUSE_SECONDS} s pauses) in "
+        f"{duration:.1f} s English conversation ({sentences} espeak-ng sentences, {PAUSE_SECONDS} s pauses) in "
         f"100 ms linear16 frames at real-time pace, streams staggered by 0.37 s; eou_timeout_ms={eou_ms}; "
         "HARK_STREAM_PARTIAL_INTERVAL_MS default (400). Latencies in seconds; `bench/streaming.py`.",
         "",
@@ -248,9 +248,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", default="1,2,4,8")
     parser.add_argument("--eou-ms", type=int, default=500)
+    parser.add_argument("--repeat", type=int, default=1, help="say the conversation this many times per stream")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
-    body = run([int(x) for x in args.levels.split(",")], args.eou_ms)
+    body = run([int(x) for x in args.levels.split(",")], args.eou_ms, args.repeat)
     print(body)
     if not args.no_write:
         update_benchmarks("Live transcription (WebSocket)", body)

@@ -76,6 +76,8 @@ MAX_COMPRESSION_RATIO = 2.4
 #: Token budget of a partial decode: a fixed part plus this many tokens per second of audio.
 PARTIAL_TOKENS_BASE = 16
 PARTIAL_TOKENS_PER_SECOND = 6
+#: ... and of a batch holding a final (its text must not be cut: fast speech runs ~5 tokens a second).
+FINAL_TOKENS_PER_SECOND = 10
 #: Live audio shorter than this (0.1 s) is not decoded.
 MIN_UTTERANCE_SAMPLES = SAMPLE_RATE // 10
 #: Mel frames of Whisper's 30 s input window; a batched partial's audio must fit in it.
@@ -281,13 +283,26 @@ class WhisperEngine:
         return DecodeResult(text="".join(texts).strip(), language=language, language_probability=float(probability),
                             words=words, segments=kept)  # fmt: skip
 
-    def decode_partials(self, requests: Sequence[DecodeRequest]) -> list[DecodeResult]:
-        """Several live sessions' partials in one batched call: one encoder pass over all their windows.
+    def can_batch(self, request: DecodeRequest) -> bool:
+        """Whether `request` can share a batched call (:meth:`decode_many`) with other sessions' decodes.
+
+        Partials can; finals too when they need neither word timestamps nor beam search (the default
+        beam of 1): greedy text is all they ask. Detection (no language yet) and audio outside
+        0.1-30 s go alone.
+        """
+        language = forced_language(request.language, self.languages, self.multilingual)
+        size = np.asarray(request.samples).size
+        if language is None or not MIN_UTTERANCE_SAMPLES <= size <= BATCH_MAX_SAMPLES:
+            return False
+        return request.kind == "partial" or (not request.word_timestamps and self.beam_size == 1)
+
+    def decode_many(self, requests: Sequence[DecodeRequest]) -> list[DecodeResult]:
+        """Several live sessions' decodes in one batched call: one encoder pass over all their windows.
 
         Whisper pays a full 30 s window per decode whatever the utterance's length, so the sessions'
-        partials share the call (greedy, no timestamps, each with its own prompt, prefix and language).
-        Requests this path cannot serve (a final, a language to detect, audio too short or too long)
-        are decoded one by one with :meth:`decode_utterance`.
+        decodes share the call (greedy, no timestamps, each with its own prompt, prefix and language).
+        Requests that cannot be batched (:meth:`can_batch`) are decoded one by one with
+        :meth:`decode_utterance`.
 
         Returns:
             One result per request, in order.
@@ -295,12 +310,11 @@ class WhisperEngine:
         results: list[DecodeResult | None] = [None] * len(requests)
         batch: list[tuple[int, DecodeRequest, str]] = []
         for index, request in enumerate(requests):
-            language = forced_language(request.language, self.languages, self.multilingual)
-            size = np.asarray(request.samples).size
-            if request.kind != "partial" or language is None or not MIN_UTTERANCE_SAMPLES <= size <= BATCH_MAX_SAMPLES:
-                results[index] = self.decode_utterance(request)
+            if self.can_batch(request):
+                language = forced_language(request.language, self.languages, self.multilingual)
+                batch.append((index, request, language or "en"))
             else:
-                batch.append((index, request, language))
+                results[index] = self.decode_utterance(request)
         if len(batch) == 1:
             index, request, _language = batch[0]
             results[index] = self.decode_utterance(request)
@@ -328,7 +342,9 @@ class WhisperEngine:
                                                  hotwords=None if request.prefix else hotwords))  # fmt: skip
             tokenizers.append(tokenizer)
             seconds.append(samples.size / SAMPLE_RATE)
-        new_tokens = int(PARTIAL_TOKENS_BASE + PARTIAL_TOKENS_PER_SECOND * max(seconds))
+        has_final = any(request.kind == "final" for _index, request, _language in batch)
+        per_second = FINAL_TOKENS_PER_SECOND if has_final else PARTIAL_TOKENS_PER_SECOND
+        new_tokens = int(PARTIAL_TOKENS_BASE + per_second * max(seconds))
         max_length = min(self.model.max_length, max(len(prompt) for prompt in prompts) + new_tokens)
         suppressed = list(get_suppressed_tokens(tokenizers[0], [-1]))
         outputs = self.model.model.generate(

@@ -76,19 +76,22 @@ class LaneDecoder:
 
 
 class BatchingEngine(UtteranceEngine, Protocol):
-    def decode_partials(self, requests: list[DecodeRequest]) -> list[DecodeResult]: ...
+    def can_batch(self, request: DecodeRequest) -> bool: ...
+
+    def decode_many(self, requests: list[DecodeRequest]) -> list[DecodeResult]: ...
 
 
 class BatchingDecoder:
     """Every live session of a checkpoint decoding on its lanes: finals first, partials batched together.
 
     Whisper's cost per decode is a full 30 s window whatever the utterance's length, so many sessions'
-    partial updates are cheapest as one batched call (:meth:`~workers.engine.WhisperEngine.decode_partials`).
+    decodes are cheapest as one batched call (:meth:`~workers.engine.WhisperEngine.decode_many`).
     A session has at most one decode in flight, so the queue holds at most one request per session.
 
-    A lane job takes the oldest final (alone: it may need beam search and word timestamps) or, when no
-    final waits, up to `max_batch` partials (4: on one CPU thread a batch of 4 costs about 2.5 single
-    decodes, and a bigger batch makes each partial older by the time it is shown). At most `max_jobs`
+    A lane job takes the waiting finals first: one alone when it needs what a batch cannot give (word
+    timestamps, beam search, language detection), else the batchable finals, topped up with partials
+    to `max_batch` (4: on one CPU thread a batch of 4 costs about 2.5 single decodes, and a bigger
+    batch makes each result older by the time it is shown). At most `max_jobs`
     (default: the lanes) jobs are queued or running at a time, and a job that leaves work behind queues
     the next one at the back of the lanes' queue, so batch requests keep their turn on the lanes.
     """
@@ -130,11 +133,18 @@ class BatchingDecoder:
 
     def _take(self) -> list[tuple[DecodeRequest, Future[DecodeResult]]]:
         """The next unit of work (called with the lock held); futures already cancelled are dropped."""
-        while self._finals:
-            request, future = self._finals.popleft()
-            if future.set_running_or_notify_cancel():
-                return [(request, future)]
-        taken = []
+        taken: list[tuple[DecodeRequest, Future[DecodeResult]]] = []
+        while self._finals and len(taken) < self.max_batch:
+            request, future = self._finals[0]
+            alone = not self.engine.can_batch(request)
+            if alone and taken:
+                return taken  # it goes next, by itself
+            self._finals.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            taken.append((request, future))
+            if alone:
+                return taken
         while self._partials and len(taken) < self.max_batch:
             request, future = self._partials.popleft()
             if future.set_running_or_notify_cancel():
@@ -162,7 +172,7 @@ class BatchingDecoder:
             if len(work) == 1:
                 results = [self.engine.decode_utterance(work[0][0])]
             else:
-                results = self.engine.decode_partials([request for request, _future in work])
+                results = self.engine.decode_many([request for request, _future in work])
         except BaseException as error:
             for _request, future in work:
                 future.set_exception(error)

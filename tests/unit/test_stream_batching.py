@@ -30,15 +30,19 @@ class RecordingEngine:
         time.sleep(self.delay)
         return DecodeResult(text=f"{request.kind}:{request.prompt}", language="en")
 
-    def decode_partials(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
+    def can_batch(self, request: DecodeRequest) -> bool:
+        return request.kind == "partial" or not request.word_timestamps
+
+    def decode_many(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
         with self.lock:
             self.calls.append(("batch", [r.prompt or "" for r in requests]))
         time.sleep(self.delay)
         return [DecodeResult(text=f"batched:{r.prompt}", language="en") for r in requests]
 
 
-def _request(name: str, kind: str = "partial") -> DecodeRequest:
-    return DecodeRequest(samples=np.zeros(16000, dtype=np.float32), kind=kind, language="en", prompt=name)  # type: ignore[arg-type]
+def _request(name: str, kind: str = "partial", words: bool = False) -> DecodeRequest:
+    return DecodeRequest(samples=np.zeros(16000, dtype=np.float32), kind=kind, language="en", prompt=name,  # type: ignore[arg-type]
+                         word_timestamps=words)  # fmt: skip
 
 
 def test_finals_go_first_and_waiting_partials_share_one_call() -> None:
@@ -48,11 +52,27 @@ def test_finals_go_first_and_waiting_partials_share_one_call() -> None:
         first = decoder.submit(_request("p0"))
         time.sleep(0.05)  # p0 runs; the rest queue behind it
         waiting = [decoder.submit(_request(f"p{i}")) for i in (1, 2, 3)]
-        final = decoder.submit(_request("f1", "final"))
+        final = decoder.submit(_request("f1", "final", words=True))
         results = [f.result(timeout=5) for f in (first, *waiting, final)]
     assert engine.calls == [("solo", ["p0"]), ("solo", ["f1"]), ("batch", ["p1", "p2", "p3"])]
     assert [r.text for r in results] == ["partial:p0", "batched:p1", "batched:p2", "batched:p3", "final:f1"]
     assert decoder.largest_batch == 3
+
+
+def test_finals_without_words_are_batched_ahead_of_partials() -> None:
+    engine = RecordingEngine()
+    with CheckpointExecutor(engine, slots=8, lanes=1) as executor:  # type: ignore[arg-type]
+        decoder = BatchingDecoder(executor, engine, max_batch=3)
+        busy = decoder.submit(_request("busy"))
+        time.sleep(0.05)
+        partials = [decoder.submit(_request(f"p{i}")) for i in (1, 2)]
+        finals = [decoder.submit(_request("f1", "final")), decoder.submit(_request("f2", "final")),
+                  decoder.submit(_request("w3", "final", words=True)), decoder.submit(_request("f4", "final"))]
+        for future in (busy, *partials, *finals):
+            future.result(timeout=5)
+    # Batchable finals first (up to the cap), a final needing words alone, then the rest.
+    assert engine.calls == [("solo", ["busy"]), ("batch", ["f1", "f2"]), ("solo", ["w3"]),
+                            ("batch", ["f4", "p1", "p2"])]  # fmt: skip
 
 
 def test_cancelled_partials_are_skipped_and_batches_are_capped() -> None:
@@ -127,16 +147,20 @@ def tiny_engine() -> object:
 def test_batched_partials_read_like_solo_ones(tiny_engine: object) -> None:
     clips = [_speech(text) for text in SENTENCES]
     requests = [DecodeRequest(samples=clip, kind="partial", language="en", vad_filter=False) for clip in clips]
+    requests[1] = DecodeRequest(samples=clips[1], kind="final", language="en")  # a final without words batches too
+    assert tiny_engine.can_batch(requests[1])  # type: ignore[attr-defined]
+    assert not tiny_engine.can_batch(DecodeRequest(samples=clips[1], kind="final", language="en",  # type: ignore[attr-defined]
+                                                   word_timestamps=True))  # fmt: skip
     requests[2] = DecodeRequest(samples=clips[2], kind="partial", language="en", prefix="The meeting",
                                 vad_filter=False)  # fmt: skip
-    batched = tiny_engine.decode_partials(requests)  # type: ignore[attr-defined]
+    batched = tiny_engine.decode_many(requests)  # type: ignore[attr-defined]
     solo = [tiny_engine.decode_utterance(r) for r in requests]  # type: ignore[attr-defined]
     for text, one, many in zip(SENTENCES, solo, batched, strict=True):
         assert wer(text, many.text) <= wer(text, one.text) + 0.15, (many.text, one.text)
         assert many.language == "en"
     assert batched[2].text.lower().startswith("the meeting")
     noise = np.random.default_rng(3).normal(0, 0.05, 16000 * 2).astype(np.float32)
-    quiet = tiny_engine.decode_partials([DecodeRequest(samples=noise, kind="partial", language="en"),  # type: ignore[attr-defined]
+    quiet = tiny_engine.decode_many([DecodeRequest(samples=noise, kind="partial", language="en"),  # type: ignore[attr-defined]
                                          DecodeRequest(samples=np.zeros(16000, np.float32), kind="partial",
                                                        language="en")])  # fmt: skip
     assert [r.text for r in quiet] == ["", ""], "noise and silence must not invent text in a batch either"
