@@ -171,7 +171,8 @@ def run_model_child(args: argparse.Namespace, settings: Settings) -> int:
     worker_context.install(worker_context.WorkerContext(
         settings=settings, redis=client, store=worker_context.make_store(settings, client),
         worker_id=args.worker_id, checkpoint=info, executor=executor,
-        sessions=worker_context.make_session_store(settings, client), engine_decoder=BatchingDecoder(executor, engine),
+        sessions=worker_context.make_session_store(settings, client),
+        engine_decoder=BatchingDecoder(executor, engine, max_batch=settings.stream_batch_for(plan.device)),
     ))  # fmt: skip
     now = time.time()
     record = InstanceRecord(deployment=settings.deployment, worker_id=args.worker_id, host=socket.gethostname(),

@@ -90,13 +90,13 @@ class BatchingDecoder:
 
     A lane job takes the waiting finals first: one alone when it needs what a batch cannot give (word
     timestamps, beam search, language detection), else the batchable finals, topped up with partials
-    to `max_batch` (4: on one CPU thread a batch of 4 costs about 2.5 single decodes, and a bigger
-    batch makes each result older by the time it is shown). At most `max_jobs`
+    to `max_batch` (``HARK_STREAM_MAX_BATCH``: 8 on a GPU, 1 on a CPU, where a batch saves nothing).
+    With a batch of 1 the decoder still schedules: finals before partials, one job per lane at most. At most `max_jobs`
     (default: the lanes) jobs are queued or running at a time, and a job that leaves work behind queues
     the next one at the back of the lanes' queue, so batch requests keep their turn on the lanes.
     """
 
-    def __init__(self, executor: CheckpointExecutor, engine: BatchingEngine | None = None, *, max_batch: int = 4,
+    def __init__(self, executor: CheckpointExecutor, engine: BatchingEngine | None = None, *, max_batch: int = 1,
                  max_jobs: int | None = None) -> None:  # fmt: skip
         self.executor = executor
         self.engine: BatchingEngine = engine if engine is not None else executor.engine  # type: ignore[assignment]

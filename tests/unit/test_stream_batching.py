@@ -48,7 +48,7 @@ def _request(name: str, kind: str = "partial", words: bool = False) -> DecodeReq
 def test_finals_go_first_and_waiting_partials_share_one_call() -> None:
     engine = RecordingEngine()
     with CheckpointExecutor(engine, slots=8, lanes=1) as executor:  # type: ignore[arg-type]
-        decoder = BatchingDecoder(executor, engine)
+        decoder = BatchingDecoder(executor, engine, max_batch=8)
         first = decoder.submit(_request("p0"))
         time.sleep(0.05)  # p0 runs; the rest queue behind it
         waiting = [decoder.submit(_request(f"p{i}")) for i in (1, 2, 3)]
@@ -88,6 +88,14 @@ def test_cancelled_partials_are_skipped_and_batches_are_capped() -> None:
     batches = [names for kind, names in engine.calls if kind == "batch"]
     assert all(len(names) <= 2 for names in batches)
     assert "q1" not in [name for _kind, names in engine.calls for name in names]
+
+
+def test_batch_size_by_device() -> None:
+    from hark.settings import load_settings
+
+    assert load_settings(stream_max_batch=0).stream_batch_for("cpu") == 1
+    assert load_settings(stream_max_batch=0).stream_batch_for("cuda") == 8
+    assert load_settings(stream_max_batch=3).stream_batch_for("cpu") == 3
 
 
 def test_jobs_never_exceed_the_lanes() -> None:
