@@ -58,6 +58,7 @@ lint: install
 bench: install checkpoints
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/storage.py
+	$(BIN)/python bench/streaming.py --repeat 2
 	$(BIN)/python bench/memory.py
 
 clean:
