@@ -9,3 +9,4 @@ app = Celery("hark", include=["workers.tasks", "workers.webhooks", "workers.stre
 app.config_from_object("celeryconfig")
 # Survives a Redis restart with jobs running (see workers/broker_transport.py).
 app.conf.broker_transport = "workers.broker_transport:Transport"
+app.conf.worker_consumer = "workers.broker_transport:Consumer"  # reconnects within ~1 s of Redis coming back
