@@ -36,7 +36,7 @@ from wsproto.frame_protocol import CloseReason
 
 from hark import registry, routing
 from hark.queues import transcribe_queue
-from hark.schemas import TranscriptionOptions
+from hark.schemas import InstanceRecord, TranscriptionOptions
 from hark.sessions import (
     BYTES_PER_SAMPLE,
     CLOSE_INTERNAL,
@@ -69,6 +69,8 @@ LIVE_PATHS = ("/waves/v1/stt/live", "/waves/v1/pulse/get_text", "/transcribe")
 PING_INTERVAL_SECONDS = 20.0
 #: Longest a send to the client may block (a client that does not read its socket); the session then ends.
 SEND_TIMEOUT_SECONDS = 10
+#: How long a session the worker ended may wait for its last messages on the channel before the client is told.
+END_RELAY_GRACE_SECONDS = 3.0
 #: Extra wait (beyond one heartbeat) for a slot when the registry shows the checkpoint full.
 FULL_WAIT_SECONDS = 1.0
 #: Seconds a refused upgrade tells the client to wait before trying again.
@@ -110,8 +112,9 @@ def open_session() -> Response:
         params = parse_stream_params(request.args)
     except ParamError as error:
         raise ApiError(400, error.message, error.details) from None
-    route = _route(params, svc)
-    start_timeout = _start_wait(route, svc)
+    live = registry.live_instances(svc.redis, svc.settings.deployment)
+    route = _route(params, svc, live)
+    start_timeout = _start_wait(route, svc, live)
     sid = new_session_id()
     store = svc.sessions
     task = StreamTask(
@@ -140,22 +143,20 @@ def open_session() -> Response:
     return _already_answered(ws)
 
 
-def _route(params: StreamParams, svc: Services) -> routing.Route:
+def _route(params: StreamParams, svc: Services, live: list[InstanceRecord]) -> routing.Route:
     deployment = svc.settings.deployment
     return routing.choose(deployment=deployment, model=params.model, language=params.language,
-                          catalog=registry.catalog(svc.redis, deployment),
-                          live=registry.live_instances(svc.redis, deployment))  # fmt: skip
+                          catalog=registry.catalog(svc.redis, deployment), live=live)  # fmt: skip
 
 
-def _start_wait(route: routing.Route, svc: Services) -> float:
+def _start_wait(route: routing.Route, svc: Services, live: list[InstanceRecord]) -> float:
     """How long to wait for a worker to take the session.
 
     When every live instance of the checkpoint announces all its slots in use, a slot may still free
     up within a heartbeat (the registry is that old), so the upgrade waits briefly instead of failing
     at once; otherwise it waits up to HARK_STREAM_START_TIMEOUT_SECONDS.
     """
-    instances = [i for i in registry.live_instances(svc.redis, svc.settings.deployment)
-                 if i.checkpoint.name == route.checkpoint.name]  # fmt: skip
+    instances = [i for i in live if i.checkpoint.name == route.checkpoint.name]
     full = bool(instances) and sum(max(0, i.slots - i.in_flight) for i in instances) == 0
     timeout = svc.settings.stream_start_timeout_seconds
     return min(timeout, FULL_WAIT_SECONDS + svc.settings.heartbeat_seconds) if full else timeout
@@ -255,6 +256,7 @@ class SessionRelay:
         self.log_extra = log_extra
         self.closed = threading.Event()
         self.ended_by_worker = False
+        self.ended_seen: float | None = None
         self.pushed_bytes = 0
         self.frames = 0
         rate_bytes = task.params.sample_rate * BYTES_PER_SAMPLE[task.params.encoding]
@@ -341,8 +343,16 @@ class SessionRelay:
         try:
             self.store.renew_client(self.sid, _api_id())
             if not self.store.owner_alive(self.sid) and not self.closed.is_set():
-                self.fail("worker_lost", "the worker serving this session stopped; open a new session to go on")
-                return
+                if self.store.state(self.sid) != "ended":
+                    self.fail("worker_lost", "the worker serving this session stopped; open a new session to go on")
+                    return
+                # Ended normally: its last messages and the close are on the channel, relayed by the other
+                # thread. Only if they never come (a lost publish) is the client told.
+                if self.ended_seen is None:
+                    self.ended_seen = now
+                elif now - self.ended_seen > END_RELAY_GRACE_SECONDS:
+                    self.fail("unavailable", "the session ended but its last messages were lost; reconnect")
+                    return
             if self.pushed_bytes - self.store.read_bytes(self.sid) > self.max_backlog_bytes:
                 self.fail("backlog", f"more than {self.settings.stream_max_backlog_seconds:g} s of audio is waiting "
                           "for the worker (HARK_STREAM_MAX_BACKLOG_SECONDS); the session is ended")  # fmt: skip

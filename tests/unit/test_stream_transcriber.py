@@ -597,8 +597,12 @@ def conversation(lanes: LaneDecoder, vad_model: VadModel, audio: AudioFactory) -
     shown: list[tuple[list[str], str]] = []
     original = LocalAgreement.update
 
+    seen: list[LocalAgreement] = []  # kept alive: a freed agreement's id() may be reused by the next one
+
     def spy(self: LocalAgreement, hypothesis: list[str]) -> list[str]:
         tail = original(self, hypothesis)
+        if not any(agreement is self for agreement in seen):
+            seen.append(self)
         commits.setdefault(id(self), []).append(list(self.committed))
         shown.append((list(self.committed), " ".join(self.committed + tail)))
         return tail
