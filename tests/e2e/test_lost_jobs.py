@@ -123,6 +123,11 @@ def test_a_job_whose_worker_is_lost_is_answered_job_lost_by_the_reaper(
     while (store.get(async_id) or {}).get("worker_id") != victim_id:
         assert time.monotonic() < deadline, store.get(async_id)
         time.sleep(0.05)
+    # The sync request must be queued (on the victim's checkpoint) before the kill: a request routed after
+    # it would go to the survivor, which serves English too, and simply succeed.
+    while redis_client.zcard(store.deadlines_key) < 2:
+        assert time.monotonic() < deadline, "the sync request was never queued"
+        time.sleep(0.05)
     # The whole worker (supervisor and children) dies: nothing acknowledges or requeues its messages,
     # and the visibility timeout (an hour) is far beyond the jobs' 15 s deadline.
     victim.remember_tree()
