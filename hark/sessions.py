@@ -259,17 +259,15 @@ class SessionStore:
     def owner_alive(self, sid: str) -> bool:
         return bool(self.redis.exists(self.owner_key(sid)))
 
-    def push(self, sid: str, kind: str, data: bytes | None = None) -> int:
-        """Append an entry for the worker; returns the stream's length (entries not yet read)."""
+    def push(self, sid: str, kind: str, data: bytes | None = None) -> None:
+        """Append an entry for the worker (the backlog is measured in bytes read, see :meth:`read_bytes`)."""
         fields: dict[str, bytes | str] = {"k": kind}
         if data is not None:
             fields["d"] = data
         pipe = self.redis.pipeline()
         pipe.xadd(self.audio_key(sid), fields)  # type: ignore[arg-type]
         pipe.expire(self.audio_key(sid), self.ttl_seconds)  # also bounds a stream re-created after the end
-        pipe.xlen(self.audio_key(sid))
-        _entry_id, _ttl, length = pipe.execute()
-        return int(length)
+        pipe.execute()
 
     def read_bytes(self, sid: str) -> int:
         """Bytes of audio the worker has read so far (the API compares it with what it pushed: the backlog)."""
