@@ -6,6 +6,8 @@
     hark transcribe FILE      send a file to a running API and print the transcript
     hark stream FILE | --mic  live transcription of a file or the microphone over the WebSocket
     hark checkpoints ...      build, fetch, list and verify checkpoints
+    hark route                print and check the cross-deployment route map (HARK_ROUTES)
+    hark dispatcher           forward requests to the deployment serving their language (port 7000)
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "transcribe": ("hark.client", "transcribe a file through a running API"),
     "stream": ("hark.stream_client", "stream a file or the microphone to a running API, printing live transcripts"),
     "checkpoints": ("checkpoints.cli", "pack, bundle, pull, list and verify checkpoints"),
+    "route": ("hark.commands.route", "print the cross-deployment route map (HARK_ROUTES) and check it against /ready"),
+    "dispatcher": ("dispatcher.server", "serve the language dispatcher: forwards requests to the routed deployment"),
 }
 
 
