@@ -22,10 +22,12 @@ the API's JSON shape: 400 ``unrouted_language`` (naming what is routed), 404, 50
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import secrets
+import socket
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
@@ -124,6 +126,12 @@ class Dispatcher:
                                          thread_name_prefix="dispatcher-jobs")  # fmt: skip
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        client = environ.get("gunicorn.socket")
+        if client is not None:
+            # gunicorn writes the status line and headers, then the body, in two sends: without
+            # TCP_NODELAY the body waits for the client's delayed ACK of the headers (up to 40 ms).
+            with contextlib.suppress(OSError):  # not TCP (a Unix socket)
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         method = environ["REQUEST_METHOD"]
         path = environ.get("PATH_INFO", "")
         if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
