@@ -167,9 +167,15 @@ def run(model_requests: int, instant_requests: int) -> str:
 
 NOTES = """
 Target: the dispatcher adds at most 2 ms at p50. The instant-upstream row is the dispatcher's own cost
-(one more loopback hop: gunicorn parses the request, the body is streamed to a pooled keep-alive connection,
-the answer relayed); the model row shows it against a real transcription, where run-to-run noise of the
-model is of the same order or larger. Numbers move by ±10 % between runs on this shared 2-core machine.
+(one more loopback hop: gunicorn parses the request, the 78 KB body is streamed to a pooled keep-alive
+connection, the answer relayed). The model row cannot resolve 2 ms: single transcriptions of the same clip
+spread from ~0.6 s to ~1.4 s on this shared 2-core machine (other engineers' test runs competed for the
+cores during this run), so its medians differ by tens of ms in either direction from run to run: this run's
++81 ms at p50 comes with -6 ms at p95, and a shorter run the same day gave -44 ms at p50. Read the instant row
+for the overhead; the model row only says the dispatcher's cost is lost in the transcription's own noise.
+Before the dispatcher set TCP_NODELAY on its client sockets, the instant row showed +23 ms: gunicorn sends
+the status line and headers and then the body in two writes, and the body waited for the client's delayed
+ACK (the API tier's gunicorn has the same pattern).
 """
 
 

@@ -147,3 +147,12 @@ def test_websocket_upgrades_are_tunnelled(setup: Setup) -> None:
     refused = requests.get(f"{setup.url}/waves/v1/stt/live?language=hi", timeout=10,
                            headers={"Upgrade": "websocket", "Connection": "Upgrade"})  # fmt: skip
     _assert_error(refused, 400, "unrouted_language")
+
+
+def test_an_invalid_map_stops_the_dispatcher_with_exit_2(tmp_path: Path) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("en: http://127.0.0.1:1\nde: []\n")
+    env = {**os.environ, "HARK_ROUTES": str(routes), "HARK_DISPATCHER_PORT": str(free_port())}
+    result = subprocess.run([sys.executable, "-m", "hark.cli", "dispatcher"], env=env, cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 2 and "'de'" in result.stderr and "non-empty list" in result.stderr, result.stderr
