@@ -6,6 +6,8 @@
     hark transcribe FILE      send a file to a running API and print the transcript
     hark stream FILE | --mic  live transcription of a file or the microphone over the WebSocket
     hark checkpoints ...      build, fetch, list and verify checkpoints
+    hark license ...          keygen | issue | inspect license keys
+    hark license-proxy        serve the license proxy the APIs check their license with
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "transcribe": ("hark.client", "transcribe a file through a running API"),
     "stream": ("hark.stream_client", "stream a file or the microphone to a running API, printing live transcripts"),
     "checkpoints": ("checkpoints.cli", "pack, bundle, pull, list and verify checkpoints"),
+    "license": ("hark.commands.license", "make signing keys, issue and inspect licenses"),
+    "license-proxy": ("license_proxy.server", "serve the license proxy (LICENSE_KEY; port 6699)"),
 }
 
 

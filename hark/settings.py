@@ -287,6 +287,51 @@ class Settings(BaseSettings):
     stream_max_frame_bytes: int = Field(1 << 20, ge=1024, le=16 << 20, validation_alias="HARK_STREAM_MAX_FRAME_BYTES")
     """Largest WebSocket message accepted (1 MiB, as the SDK); bigger ones end the session (close 1009)."""
 
+    # --- licensing (license proxy, the API's license gate; docs/licensing.md) ----------
+    license_public_keys: str = Field("", validation_alias="HARK_LICENSE_PUBLIC_KEYS")
+    """Trusted vendor public keys (base64 raw Ed25519 keys, comma-separated) that licenses must be signed
+    with; empty = the keys built into this release (``hark.license.VENDOR_PUBLIC_KEYS``)."""
+
+    license_key: str = Field("", validation_alias="LICENSE_KEY", repr=False)
+    """The license (``hark1....``) the license proxy serves; read by ``hark license-proxy`` only."""
+
+    license_proxy_host: str = Field("0.0.0.0", validation_alias="HARK_LICENSE_PROXY_HOST")
+    license_proxy_port: int = Field(6699, ge=1, le=65535, validation_alias="HARK_LICENSE_PROXY_PORT")
+    license_proxy_token: str = Field("", validation_alias="HARK_LICENSE_PROXY_TOKEN", repr=False)
+    """When set, the proxy's ``/usage`` needs ``Authorization: Bearer <token>`` (compared in constant time)."""
+
+    api_base_url: str = Field("", validation_alias="API_BASE_URL")
+    """The license proxy the API checks its license with (http://license-proxy:6699); empty = licensing off."""
+
+    license_check_seconds: float = Field(300.0, ge=1, le=86400, validation_alias="HARK_LICENSE_CHECK_SECONDS")
+    """How often the API asks the license proxy (in a background thread, never on a request)."""
+
+    license_grace_seconds: float = Field(86400.0, ge=0, validation_alias="HARK_LICENSE_GRACE_SECONDS")
+    """How long the API keeps serving on its last confirmed license while the proxy cannot be reached."""
+
+    @field_validator("license_public_keys")
+    @classmethod
+    def _check_license_keys(cls, value: str) -> str:
+        from hark.license import trusted_keys
+
+        trusted_keys(value.split(","))  # ValueError names the bad key
+        return value
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _check_api_base_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be the license proxy's http(s) URL, e.g. http://license-proxy:6699 (got {value!r})")
+        return value
+
+    @property
+    def license_public_key_list(self) -> list[str]:
+        from hark.license import VENDOR_PUBLIC_KEYS
+
+        keys = [k.strip() for k in self.license_public_keys.split(",") if k.strip()]
+        return keys or list(VENDOR_PUBLIC_KEYS)
+
     @field_validator("deployment")
     @classmethod
     def _check_deployment(cls, value: str) -> str:

@@ -16,6 +16,7 @@ from hark.settings import Settings, get_settings
 from web import console, health, jobs, openapi, stream, stt
 from web.auth import install_auth
 from web.errors import current_request_id, new_request_id, register_error_handlers
+from web.license_gate import install_license_gate
 from web.limits import install_client_limits
 from web.services import make_services
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.before_request(_start_request)
     install_auth(app)
+    install_license_gate(app)  # after auth (refusals only for authenticated callers), before the limits
     install_client_limits(app)  # after auth: it counts per authenticated key
     app.after_request(_finish_request)
     register_error_handlers(app)

@@ -56,6 +56,7 @@ from hark.sessions import (
 )
 from web.auth import BEARER_SUBPROTOCOL
 from web.errors import ApiError, current_request_id
+from web.license_gate import key_name, stream_place
 from web.params import ParamError
 from web.services import Services, services
 from web.stream_params import parse_stream_params
@@ -121,25 +122,26 @@ def open_session() -> Response:
         session_id=sid, deployment=svc.settings.deployment, checkpoint=route.checkpoint.name, params=params,
         options=TranscriptionOptions(language=route.language, detect_among=route.detect_among,
                                      word_timestamps=params.word_timestamps, keywords=params.keywords),
-        created_at=time.time(), start_timeout=start_timeout,
+        created_at=time.time(), start_timeout=start_timeout, key_name=key_name(),
     )  # fmt: skip
     log_extra = {"request_id": current_request_id(), "session_id": sid, "checkpoint": route.checkpoint.label}
-    pubsub = svc.redis.pubsub(ignore_subscribe_messages=True)
-    ws: HarkServer | None = None
-    try:
-        pubsub.subscribe(store.channel(sid))  # before the task exists: no message can be missed
-        _start_session(task, route.checkpoint.name, svc, log_extra)
-        _wait_for_worker(pubsub, task, svc, log_extra)
-        ws = HarkServer(request.environ, ping_interval=PING_INTERVAL_SECONDS, subprotocols=[BEARER_SUBPROTOCOL],
-                        max_message_size=svc.settings.stream_max_frame_bytes, session_id=sid)  # fmt: skip
-        log.info("live session open (%s, %d Hz, language %s)", params.encoding, params.sample_rate, params.language,
-                 extra=log_extra)  # fmt: skip
-        SessionRelay(ws, pubsub, store, task, svc, log_extra).run()
-    except BaseException:
-        _abort(store, sid)
-        raise
-    finally:
-        pubsub.close()
+    with stream_place(sid):  # the license's max_concurrent_streams (429 when all are open)
+        pubsub = svc.redis.pubsub(ignore_subscribe_messages=True)
+        ws: HarkServer | None = None
+        try:
+            pubsub.subscribe(store.channel(sid))  # before the task exists: no message can be missed
+            _start_session(task, route.checkpoint.name, svc, log_extra)
+            _wait_for_worker(pubsub, task, svc, log_extra)
+            ws = HarkServer(request.environ, ping_interval=PING_INTERVAL_SECONDS, subprotocols=[BEARER_SUBPROTOCOL],
+                            max_message_size=svc.settings.stream_max_frame_bytes, session_id=sid)  # fmt: skip
+            log.info("live session open (%s, %d Hz, language %s)", params.encoding, params.sample_rate, params.language,
+                     extra=log_extra)  # fmt: skip
+            SessionRelay(ws, pubsub, store, task, svc, log_extra).run()
+        except BaseException:
+            _abort(store, sid)
+            raise
+        finally:
+            pubsub.close()
     return _already_answered(ws)
 
 

@@ -28,6 +28,7 @@ from hark.webhook_policy import check_webhook_url
 from web.audio_probe import AudioRejected, probe_audio
 from web.client_socket import client_gone, read_body
 from web.errors import ApiError, current_request_id, error_response
+from web.license_gate import key_name
 from web.params import ParamError, SttParams, parse_stt_params
 from web.services import Services, services
 
@@ -106,7 +107,8 @@ def _enqueue(rid: str, params: SttParams, route: routing.Route, body: bytes, svc
     )  # fmt: skip
     fields: dict[str, Any] = {"checkpoint": checkpoint.name, "checkpoint_label": checkpoint.label, "queue": queue,
                               "file_size": len(body), "model": params.model, "language": params.language,
-                              "mode": "async" if params.is_async else "sync"}  # fmt: skip
+                              "mode": "async" if params.is_async else "sync",
+                              "key_name": key_name()}  # fmt: skip  # key_name: usage accounting (hark.usage)
     if params.webhook is not None:
         fields["webhook"] = params.webhook.wire()
     svc.jobs.create(rid, **fields)

@@ -28,6 +28,7 @@ import redis
 from celery.exceptions import Reject
 from pydantic import BaseModel, ValidationError
 
+from hark import usage
 from hark.sessions import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
@@ -238,6 +239,9 @@ class SessionRunner:
         try:
             self.store.publish(self.sid, Envelope(kind="end", code=code, reason=reason))
             self.store.end(self.sid)
+            language = self.task.options.language or self.task.params.language  # usage: audio actually decoded
+            usage.record(self.store.redis, self.task.deployment, language,
+                         self.task.key_name or usage.DEFAULT_KEY_NAME, self.decoder.input_seconds)
         except redis.RedisError as error:
             logger.warning("could not end the session cleanly in Redis: %s", error, extra=self.log_extra)
         logger.info("live session ended (close %d, %.1f s of audio, %d message(s))", code,
