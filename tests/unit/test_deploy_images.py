@@ -41,14 +41,17 @@ def test_the_images_are_there() -> None:
 
 
 @pytest.mark.parametrize("path", BUILT_FROM_REPO, ids=lambda p: p.name)
-def test_runs_an_existing_hark_command_as_non_root(path: Path) -> None:
+def test_runs_its_hark_command_as_non_root(path: Path) -> None:
     stage = final_stage(path)
-    subs = hark_subcommands(_one(stage, "CMD").argv())
-    assert subs == EXPECTED_COMMANDS[path.name]
-    missing = [s for s in subs if s not in SUBCOMMANDS]
-    assert not missing, f"{path.name} runs `hark {missing[0]}`, not in hark.cli.SUBCOMMANDS"
+    assert hark_subcommands(_one(stage, "CMD").argv()) == EXPECTED_COMMANDS[path.name]
     user = _one(stage, "USER").args.split(":")[0]
     assert user not in ("root", "0")
+
+
+@pytest.mark.parametrize("path", BUILT_FROM_REPO, ids=lambda p: p.name)
+def test_the_hark_command_exists(path: Path) -> None:
+    missing = [s for s in hark_subcommands(_one(final_stage(path), "CMD").argv()) if s not in SUBCOMMANDS]
+    assert not missing, f"{path.name} runs `hark {missing[0]}`, not in hark.cli.SUBCOMMANDS"
 
 
 @pytest.mark.parametrize("path", BUILT_FROM_REPO, ids=lambda p: p.name)
