@@ -129,9 +129,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def _celery_argv(settings: Settings, queue: str, concurrency: int, node: str) -> list[str]:
+    """Celery's worker command line. Events (task events and worker heartbeats, for Flower) only with
+    HARK_WORKER_TASK_EVENTS: every task then publishes a few messages on the broker."""
+    events = ["-E"] if settings.worker_task_events else ["--without-heartbeat"]
     return [
         "--quiet", "worker", "--pool", "threads", "-c", str(concurrency), "-Q", queue, "-n", node,
-        "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", settings.log_level.upper(),
+        "--without-gossip", "--without-mingle", *events, "--loglevel", settings.log_level.upper(),
     ]  # fmt: skip
 
 
