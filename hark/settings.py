@@ -332,6 +332,17 @@ class Settings(BaseSettings):
         keys = [k.strip() for k in self.license_public_keys.split(",") if k.strip()]
         return keys or list(VENDOR_PUBLIC_KEYS)
 
+    # --- observability (worker host) --------------------------------------------------
+    worker_metrics_port: int = Field(9101, ge=0, le=65535, validation_alias="HARK_WORKER_METRICS_PORT")
+    """Port of the worker supervisor's ``/metrics`` (Prometheus) and ``/health`` (liveness); 0 = off."""
+
+    worker_metrics_host: str = Field("0.0.0.0", validation_alias="HARK_WORKER_METRICS_HOST")
+    """Address the worker's metrics/health server binds (0.0.0.0: reachable by Prometheus and kubelet)."""
+
+    worker_task_events: bool = Field(False, validation_alias="HARK_WORKER_TASK_EVENTS")
+    """Workers send Celery task events and worker heartbeats (what Flower's Workers and Tasks pages show);
+    off by default: each task then costs a few more broker messages."""
+
     @field_validator("deployment")
     @classmethod
     def _check_deployment(cls, value: str) -> str:

@@ -1,7 +1,7 @@
 """Bearer-key authentication: ``Authorization: Bearer <key>``, compared in constant time.
 
 Installed once for the whole app (:func:`install_auth`), so a new blueprint cannot forget it: every
-endpoint needs a key except those listed in :data:`PUBLIC_ENDPOINTS` (probes, the OpenAPI
+endpoint needs a key except those listed in :data:`PUBLIC_ENDPOINTS` (probes, the metrics scrape, the OpenAPI
 document and the web console's page and files). Whether keys are required is
 :attr:`hark.settings.Settings.auth_required` (HARK_AUTH and HARK_API_KEYS); ``hark api`` refuses to
 listen beyond loopback without keys unless HARK_AUTH=off.
@@ -24,8 +24,8 @@ from web.services import services
 
 #: Endpoints answered without a key. ``/ready`` shows only its status without one (see web.health). The
 #: web console's page and files hold no data: the key a visitor types is sent with each request it makes.
-PUBLIC_ENDPOINTS = frozenset({"health.health", "health.ready", "openapi.openapi", "static", "console.page",
-                              "console.static"})
+PUBLIC_ENDPOINTS = frozenset({"health.health", "health.ready", "metrics.metrics", "openapi.openapi", "static",
+                              "console.page", "console.static"})
 
 
 def key_matches(candidate: str, keys: Sequence[str]) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from hark import multiproc_metrics
 from hark.logs import start_component
 from hark.settings import ConfigError, Settings
 from web.gunicorn_conf import capacity, gunicorn_options
@@ -93,11 +94,14 @@ def main(argv: list[str] | None = None) -> int:
              "upload limit %d bytes; auth %s", settings.deployment, options["bind"], settings.api_workers,
              settings.api_threads, capacity(settings), settings.sync_wait_seconds, settings.max_upload_bytes,
              "on" if settings.auth_required else "OFF")  # fmt: skip
+    metrics_dir = multiproc_metrics.prepare("api")  # before gunicorn forks its workers
     try:
         HarkApi(settings, options).run()
     except SystemExit as stop:
         code = stop.code
         return code if isinstance(code, int) else (0 if code is None else 1)
+    finally:
+        multiproc_metrics.remove(metrics_dir)
     return 0
 
 

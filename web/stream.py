@@ -57,6 +57,7 @@ from hark.sessions import (
 from web.auth import BEARER_SUBPROTOCOL
 from web.errors import ApiError, current_request_id
 from web.license_gate import key_name, stream_place
+from web.metrics import note_route, note_status
 from web.params import ParamError
 from web.services import Services, services
 from web.stream_params import parse_stream_params
@@ -115,6 +116,7 @@ def open_session() -> Response:
         raise ApiError(400, error.message, error.details) from None
     live = registry.live_instances(svc.redis, svc.settings.deployment)
     route = _route(params, svc, live)
+    note_route(route.checkpoint.name, params.language)
     start_timeout = _start_wait(route, svc, live)
     sid = new_session_id()
     store = svc.sessions
@@ -134,6 +136,7 @@ def open_session() -> Response:
             _wait_for_worker(pubsub, task, svc, log_extra)
             ws = HarkServer(request.environ, ping_interval=PING_INTERVAL_SECONDS, subprotocols=[BEARER_SUBPROTOCOL],
                             max_message_size=svc.settings.stream_max_frame_bytes, session_id=sid)  # fmt: skip
+            note_status(101)  # upgraded: the session is counted as a 101 when it ends
             log.info("live session open (%s, %d Hz, language %s)", params.encoding, params.sample_rate, params.language,
                      extra=log_extra)  # fmt: skip
             SessionRelay(ws, pubsub, store, task, svc, log_extra).run()

@@ -29,6 +29,7 @@ from web.audio_probe import AudioRejected, probe_audio
 from web.client_socket import client_gone, read_body
 from web.errors import ApiError, current_request_id, error_response
 from web.license_gate import key_name
+from web.metrics import note_route
 from web.params import ParamError, SttParams, parse_stt_params
 from web.services import Services, services
 
@@ -173,6 +174,7 @@ def submit(*, model_required: bool) -> Response:
     except AudioRejected as error:
         raise ApiError(400, error.message, error.details) from None
     route = _route(params, svc)
+    note_route(route.checkpoint.name, params.language)  # validated by routing: a bounded label value
 
     queue = _enqueue(rid, params, route, body, svc)
     log.info("queued %d bytes of %s audio (%s s) on %s, language=%s%s", len(body), info.container,
