@@ -55,7 +55,7 @@ class LiveKeyRing:
         file_entries, stat = read_keys_file(path) if path is not None else ([], None)
         self._ring = KeyRing(env + file_entries)
         self._loaded: Signature | None = _signature(stat) if stat is not None else None
-        self._next_check = clock() + interval
+        self._checked_at = clock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LiveKeyRing:
@@ -64,7 +64,7 @@ class LiveKeyRing:
     @property
     def ring(self) -> KeyRing:
         """The keys in force, after reloading the file if it changed (checked at most once per interval)."""
-        if self.path is not None and self.clock() >= self._next_check:
+        if self.path is not None and self.clock() - self._checked_at >= self.interval:
             self._refresh()
         return self._ring
 
@@ -76,7 +76,7 @@ class LiveKeyRing:
         if not self._lock.acquire(blocking=False):
             return  # another thread is looking; this request uses the keys in force
         try:
-            self._next_check = self.clock() + self.interval
+            self._checked_at = self.clock()
             self._reload_if_changed()
         finally:
             self._lock.release()
