@@ -130,3 +130,14 @@ def test_the_access_log_names_the_key_and_never_shows_a_query_key(caplog: pytest
     (record,) = [r for r in caplog.records if r.name == "gunicorn.access"]
     assert record.getMessage() == f"GET {LIVE} 101 12.0 ms client=10.0.0.7 key=alice"
     assert record.key_name == "alice" and FILE_KEY not in caplog.text
+
+
+def test_the_nginx_access_log_leaves_query_strings_out() -> None:
+    """deploy/nginx/hark.conf logs `$uri`, never the URL with its query (a live session's ?api_key=)."""
+    text = (Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "hark.conf").read_text(encoding="utf-8")
+    directives = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    logs = [d for d in directives if d.startswith("access_log ") and d != "access_log off;"]
+    assert logs and all(d.endswith(" hark_no_query;") for d in logs), logs
+    start = text.index("log_format hark_no_query")
+    fmt = text[start:text.index(";", start)]
+    assert "$uri" in fmt and not any(v in fmt for v in ("$request ", '$request"', "$request_uri", "$args", "$query"))
