@@ -94,10 +94,16 @@ def _poll_status(url: str, key: str, expected: int, timeout: float = 5.0) -> Non
     raise AssertionError(f"still {status}, not {expected}, after {timeout} s")
 
 
-def test_keys_file_works_and_rotates_without_a_restart(secured_url: str, audio: AudioFactory, keys_file: Path,
-                                                       file_key: str) -> None:  # fmt: skip
+def test_keys_file_works_and_rotates_without_a_restart(secured_url: str, secured_api: HarkProcess, audio: AudioFactory,
+                                                       keys_file: Path, file_key: str) -> None:  # fmt: skip
+    start = secured_api.log_size()
     answer = post_audio(secured_url, audio.english(1), language="en", headers={"Authorization": f"Bearer {file_key}"})
     assert_success(answer, checkpoint=TINY_EN)
+    deadline = time.monotonic() + 5
+    while " 200 " not in secured_api.log_text(start) and time.monotonic() < deadline:
+        time.sleep(0.05)  # gunicorn writes the access line once the answer is sent
+    access = [line for line in secured_api.log_text(start).splitlines() if "POST /waves/v1/stt" in line]
+    assert access and " key=alice " in access[0] and "key_name=alice" in access[0], access  # names the key
     job = f"{secured_url}{JOBS_PATH}req_{'0' * 24}"  # an unknown job: 404 with a key, 401 without one
     new_key = keys_command.add(keys_file, "bob")
     _poll_status(job, new_key, 404)  # re-read within about a second
