@@ -65,7 +65,7 @@ def test_the_job_record_names_the_key(app: Flask, live: None) -> None:
     response = post(app.test_client(), headers=bearer(FILE_KEY))
     assert response.status_code == 202, response.get_data(as_text=True)  # no worker answers in 0.2 s
     state = app.extensions["hark"].jobs.get(response.get_json()["request_id"])
-    assert state["api_key_name"] == "alice"
+    assert state["key_name"] == "alice"  # usage accounting (hark.usage) reads it
 
 
 def test_a_rotated_file_applies_without_a_restart(app: Flask, keys_file: Path) -> None:
