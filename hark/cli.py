@@ -8,6 +8,7 @@
     hark checkpoints ...      build, fetch, list and verify checkpoints
     hark license ...          keygen | issue | inspect license keys
     hark license-proxy        serve the license proxy the APIs check their license with
+    hark keys add|list|remove API keys file (hashed, named; rotation without restart)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "checkpoints": ("checkpoints.cli", "pack, bundle, pull, list and verify checkpoints"),
     "license": ("hark.commands.license", "make signing keys, issue and inspect licenses"),
     "license-proxy": ("license_proxy.server", "serve the license proxy (LICENSE_KEY; port 6699)"),
+    "keys": ("hark.commands.keys", "add, list and remove API keys in HARK_API_KEYS_FILE (stored hashed)"),
 }
 
 

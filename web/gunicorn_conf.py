@@ -30,6 +30,7 @@ from gunicorn import glogging
 
 from hark import multiproc_metrics
 from hark.settings import Settings, get_settings
+from web.keyring import ENVIRON_KEY_NAME
 
 #: Seconds a stopping worker gets to finish the requests it holds.
 GRACEFUL_TIMEOUT_SECONDS = 30
@@ -54,7 +55,10 @@ class HarkGunicornLogger(glogging.Logger):
         self.access_log.setLevel(logging.NOTSET)  # follow the root level (HARK_LOG_LEVEL)
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
-        """One line per request: method, path, status, duration, client; tagged with the request id."""
+        """One line per request: method, path, status, duration, client, key name; tagged with the request id.
+
+        The path is logged without its query string: a WebSocket upgrade may carry its key as ``?api_key=``.
+        """
         request_id = None
         for name, value in resp.headers:
             if name.lower() == "x-request-id":
@@ -63,9 +67,10 @@ class HarkGunicornLogger(glogging.Logger):
         status = str(resp.status).split(" ", 1)[0] if resp.status else "-"
         level = logging.DEBUG if req.path in QUIET_PATHS and status == "200" else logging.INFO
         client = environ.get("REMOTE_ADDR", "-")
-        self.access_log.log(level, "%s %s %s %.1f ms client=%s", req.method, req.path, status,
-                            request_time.total_seconds() * 1000, client,
-                            extra={"request_id": request_id})  # fmt: skip
+        key_name = environ.get(ENVIRON_KEY_NAME)
+        self.access_log.log(level, "%s %s %s %.1f ms client=%s%s", req.method, req.path, status,
+                            request_time.total_seconds() * 1000, client, f" key={key_name}" if key_name else "",
+                            extra={"request_id": request_id, "key_name": key_name})  # fmt: skip
 
 
 def worker_exited(_server: Any, worker: Any) -> None:

@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 from simple_websocket import ConnectionClosed, Server
 from wsproto.events import CloseConnection, TextMessage
 from wsproto.frame_protocol import CloseReason
@@ -126,7 +126,8 @@ def open_session() -> Response:
                                      word_timestamps=params.word_timestamps, keywords=params.keywords),
         created_at=time.time(), start_timeout=start_timeout, key_name=key_name(),
     )  # fmt: skip
-    log_extra = {"request_id": current_request_id(), "session_id": sid, "checkpoint": route.checkpoint.label}
+    log_extra = {"request_id": current_request_id(), "session_id": sid, "checkpoint": route.checkpoint.label,
+                 "key_name": g.get("api_key_name") or ""}
     with stream_place(sid):  # the license's max_concurrent_streams (429 when all are open)
         pubsub = svc.redis.pubsub(ignore_subscribe_messages=True)
         ws: HarkServer | None = None

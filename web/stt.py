@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from hark import registry, routing
@@ -180,7 +180,8 @@ def submit(*, model_required: bool) -> Response:
     log.info("queued %d bytes of %s audio (%s s) on %s, language=%s%s", len(body), info.container,
              f"{info.duration:.2f}" if info.duration is not None else "?", queue, params.language,
              " (async)" if params.is_async else "",
-             extra={"request_id": rid, "checkpoint": route.checkpoint.label})  # fmt: skip
+             extra={"request_id": rid, "checkpoint": route.checkpoint.label,
+                    "key_name": g.get("api_key_name")})  # fmt: skip
     if params.is_async:
         return jsonify({"status": "processing", "request_id": rid})
 
