@@ -60,8 +60,13 @@ def test_requests_are_counted_once_with_their_labels_and_the_active_gauge_return
     assert value(samples, "hark_active_requests", deployment=deployment) == 0.0
 
 
-def test_metrics_is_public_when_keys_are_required(make_app: AppFactory, live: None, deployment: str) -> None:
-    client = make_app(api_keys="k-secret").test_client()
+def test_metrics_scrape_follows_metrics_auth_when_keys_are_required(make_app: AppFactory, live: None,
+                                                                   deployment: str) -> None:  # fmt: skip
+    guarded = make_app(api_keys="k-secret", metrics_auth="key").test_client()
+    assert guarded.get("/metrics").status_code == 401
+    assert guarded.get("/metrics", headers={"Authorization": "Bearer k-secret"}).status_code == 200
+
+    client = make_app(api_keys="k-secret", metrics_auth="open").test_client()
     assert client.post("/waves/v1/stt/?model=pulse&language=en", data=b"x").status_code == 401
     samples = scrape(client)  # no key
     labels = {"deployment": deployment, "checkpoint": "none", "language": "none", "status": "401"}
