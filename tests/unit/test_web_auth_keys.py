@@ -90,17 +90,6 @@ def test_websocket_upgrade_takes_the_key_from_the_query(app: Flask) -> None:
     assert_error(offered, 503, "no worker")
 
 
-def add_metrics_stand_in(app: Flask) -> None:
-    """The metrics blueprint's endpoint name, `metrics.metrics`, as another part of the code registers it."""
-    metrics = Blueprint("metrics", __name__)
-
-    def metrics_view():  # type: ignore[no-untyped-def]
-        return "hark_up 1\n"
-
-    metrics.add_url_rule("/metrics", endpoint="metrics", view_func=metrics_view)
-    app.register_blueprint(metrics)
-
-
 @pytest.mark.parametrize(("overrides", "anonymous"), [
     ({"api_keys": "k-one"}, 401),                                   # the default: a key when keys are required
     ({"api_keys": "k-one", "metrics_auth": "key"}, 401),
@@ -109,7 +98,6 @@ def add_metrics_stand_in(app: Flask) -> None:
 ])  # fmt: skip
 def test_metrics_auth(make_app: AppFactory, overrides: dict[str, str], anonymous: int) -> None:
     app = make_app(**overrides)
-    add_metrics_stand_in(app)
     client = app.test_client()
     assert "metrics.metrics" in {rule.endpoint for rule in app.url_map.iter_rules()}
     answer = client.get("/metrics")
