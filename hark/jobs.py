@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from hark import staging
+from hark import staging, usage
 from hark.queues import redis_key
 from hark.schemas import JobFailure, JobStatus
 
@@ -136,6 +136,8 @@ class JobStore:
                         pipe.rpush(reply, json.dumps({"status": status}))
                         pipe.expire(reply, self.result_ttl)
                         pipe.zrem(self.deadlines_key, request_id)
+                    if status == "success":  # in this EXEC: a job's audio is counted exactly once
+                        self._count_usage(pipe, state)
                     pipe.execute()
                     return state
                 except redis.WatchError as error:
@@ -146,6 +148,14 @@ class JobStore:
                         raise redis.ConnectionError(str(error)) from None
                     continue  # the job changed between WATCH and EXEC: read it again
         raise redis.WatchError(f"job {request_id} kept changing during {_TRANSITION_ATTEMPTS} attempts")
+
+    def _count_usage(self, pipe: redis.client.Pipeline, state: dict[str, Any]) -> None:
+        """Queue the answered job's audio seconds into the usage counters (:mod:`hark.usage`)."""
+        result = state.get("result") or {}
+        duration = (result.get("metadata") or {}).get("duration")
+        if isinstance(duration, int | float) and duration > 0:
+            usage.add(pipe, self.deployment, str(result.get("language") or state.get("language") or "unknown"),
+                      str(state.get("key_name") or usage.DEFAULT_KEY_NAME), round(duration * 1000))
 
     def mark_processing(self, request_id: str, worker_id: str) -> bool:
         """Record that `worker_id` took the job (and count the attempt); False if it had already ended."""

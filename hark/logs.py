@@ -10,7 +10,7 @@ import time
 
 from hark.settings import ConfigError, Settings, load_settings
 
-_CONTEXT_FIELDS = ("request_id", "checkpoint", "worker_id", "queue")
+_CONTEXT_FIELDS = ("request_id", "checkpoint", "worker_id", "queue", "key_name")
 
 
 class _ContextFilter(logging.Filter):

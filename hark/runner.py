@@ -156,6 +156,8 @@ def main(argv: list[str]) -> int:
 
     env = dict(os.environ, HF_HUB_OFFLINE="1", REDIS_URL=settings.redis_url, MODEL_URL=settings.model_url,
                HARK_API_HOST=settings.api_host)  # fmt: skip
+    if "worker_metrics_host" not in settings.model_fields_set:  # the worker's /metrics stays local like the API
+        env["HARK_WORKER_METRICS_HOST"] = DEFAULT_RUN_HOST
     if not settings.model_urls and not settings.model_paths:
         env["MODEL_URL"] = _default_model_url(settings)
         log.info("MODEL_URL not set: serving the bundled checkpoints %s", env["MODEL_URL"])

@@ -112,6 +112,8 @@ class StreamTask(_Model):
     created_at: float
     start_timeout: float
     """Seconds the API waits for the claim; a worker that gets the task later finds it abandoned."""
+    key_name: str | None = None
+    """Name of the client's API key, for usage accounting (:mod:`hark.usage`) when the session ends."""
 
     def wire_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)

@@ -17,6 +17,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hark.api_keys import KeyRing, env_entries, parse_env_keys, read_keys_file
+
 MAX_CHECKPOINTS_PER_WORKER = 3
 
 #: In-flight requests each checkpoint may hold, by how many checkpoints a worker serves.
@@ -191,8 +193,17 @@ class Settings(BaseSettings):
     """Threads per API process. Every waiting REST request and every open live session holds one, so
     workers x threads should be at least 3x the deployment's slots (a stream per slot plus 2x slots of
     waiting REST requests): 2 x 224 = 448 covers one worker's 144 slots with three checkpoints."""
-    api_keys: str = Field("", validation_alias=AliasChoices("HARK_API_KEYS", "HARK_API_KEY"))
-    """Comma-separated bearer keys; empty disables auth (logged loudly at start)."""
+    api_keys: str = Field("", validation_alias=AliasChoices("HARK_API_KEYS", "HARK_API_KEY"), repr=False)
+    """Comma-separated bearer keys, ``name=key`` or bare (named ``key-1``, ``key-2``...); with
+    HARK_API_KEYS_FILE both sets are accepted. Empty (and no file) disables auth on loopback only."""
+
+    api_keys_file: Path | None = Field(None, validation_alias="HARK_API_KEYS_FILE")
+    """File of named keys hashed at rest (``NAME:sha256:<hex>[:created]``, written by ``hark keys``); re-read
+    when it changes (checked at most once a second), so keys rotate without a restart."""
+
+    metrics_auth: Literal["open", "key"] = Field("key", validation_alias="HARK_METRICS_AUTH")
+    """``/metrics`` on the API port: ``key`` needs an API key whenever keys are required (the default: the
+    port faces clients); ``open`` lets a scraper in without one (a private network or a NetworkPolicy)."""
 
     max_upload_bytes: int = Field(250 * 1024 * 1024, ge=1024, validation_alias="HARK_MAX_UPLOAD_BYTES")
     max_audio_seconds: float = Field(4 * 3600, gt=0, validation_alias="HARK_MAX_AUDIO_SECONDS")
@@ -287,6 +298,62 @@ class Settings(BaseSettings):
     stream_max_frame_bytes: int = Field(1 << 20, ge=1024, le=16 << 20, validation_alias="HARK_STREAM_MAX_FRAME_BYTES")
     """Largest WebSocket message accepted (1 MiB, as the SDK); bigger ones end the session (close 1009)."""
 
+    # --- licensing (license proxy, the API's license gate; docs/licensing.md) ----------
+    license_public_keys: str = Field("", validation_alias="HARK_LICENSE_PUBLIC_KEYS")
+    """Trusted vendor public keys (base64 raw Ed25519 keys, comma-separated) that licenses must be signed
+    with; empty = the keys built into this release (``hark.license.VENDOR_PUBLIC_KEYS``)."""
+
+    license_key: str = Field("", validation_alias="LICENSE_KEY", repr=False)
+    """The license (``hark1....``) the license proxy serves; read by ``hark license-proxy`` only."""
+
+    license_proxy_host: str = Field("0.0.0.0", validation_alias="HARK_LICENSE_PROXY_HOST")
+    license_proxy_port: int = Field(6699, ge=1, le=65535, validation_alias="HARK_LICENSE_PROXY_PORT")
+    license_proxy_token: str = Field("", validation_alias="HARK_LICENSE_PROXY_TOKEN", repr=False)
+    """When set, the proxy's ``/usage`` needs ``Authorization: Bearer <token>`` (compared in constant time)."""
+
+    api_base_url: str = Field("", validation_alias="API_BASE_URL")
+    """The license proxy the API checks its license with (http://license-proxy:6699); empty = licensing off."""
+
+    license_check_seconds: float = Field(300.0, ge=1, le=86400, validation_alias="HARK_LICENSE_CHECK_SECONDS")
+    """How often the API asks the license proxy (in a background thread, never on a request)."""
+
+    license_grace_seconds: float = Field(86400.0, ge=0, validation_alias="HARK_LICENSE_GRACE_SECONDS")
+    """How long the API keeps serving on its last confirmed license while the proxy cannot be reached."""
+
+    @field_validator("license_public_keys")
+    @classmethod
+    def _check_license_keys(cls, value: str) -> str:
+        from hark.license import trusted_keys
+
+        trusted_keys(value.split(","))  # ValueError names the bad key
+        return value
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _check_api_base_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be the license proxy's http(s) URL, e.g. http://license-proxy:6699 (got {value!r})")
+        return value
+
+    @property
+    def license_public_key_list(self) -> list[str]:
+        from hark.license import VENDOR_PUBLIC_KEYS
+
+        keys = [k.strip() for k in self.license_public_keys.split(",") if k.strip()]
+        return keys or list(VENDOR_PUBLIC_KEYS)
+
+    # --- observability (worker host) --------------------------------------------------
+    worker_metrics_port: int = Field(9101, ge=0, le=65535, validation_alias="HARK_WORKER_METRICS_PORT")
+    """Port of the worker supervisor's ``/metrics`` (Prometheus) and ``/health`` (liveness); 0 = off."""
+
+    worker_metrics_host: str = Field("0.0.0.0", validation_alias="HARK_WORKER_METRICS_HOST")
+    """Address the worker's metrics/health server binds (0.0.0.0: reachable by Prometheus and kubelet)."""
+
+    worker_task_events: bool = Field(False, validation_alias="HARK_WORKER_TASK_EVENTS")
+    """Workers send Celery task events and worker heartbeats (what Flower's Workers and Tasks pages show);
+    off by default: each task then costs a few more broker messages."""
+
     # --- cross-deployment routing (router map, dispatcher, API start-up check) -------
     routes_file: Path | None = Field(None, validation_alias="HARK_ROUTES")
     """Router map file (YAML or JSON: language -> deployment URL or list of replica URLs) read by
@@ -330,6 +397,17 @@ class Settings(BaseSettings):
                 "must be 1-40 characters of lowercase letters, digits and '-', starting with a "
                 f"letter or digit (got {value!r})"
             )
+        return value
+
+    @field_validator("api_keys_file", mode="before")
+    @classmethod
+    def _empty_keys_file(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: str) -> str:
+        parse_env_keys(value)  # names used twice: a ValueError naming the name, never a key
         return value
 
     @field_validator("staged_audio_budget_bytes", mode="before")
@@ -418,8 +496,14 @@ class Settings(BaseSettings):
         return split_per_checkpoint(self.model_version)
 
     @property
+    def api_key_pairs(self) -> list[tuple[str, str]]:
+        """HARK_API_KEYS as ``(name, key)`` pairs."""
+        return parse_env_keys(self.api_keys)
+
+    @property
     def api_key_list(self) -> list[str]:
-        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+        """The keys of HARK_API_KEYS without their names (what a client sends)."""
+        return [key for _, key in self.api_key_pairs]
 
     @property
     def webhook_allowed_list(self) -> list[str]:
@@ -446,7 +530,12 @@ class Settings(BaseSettings):
     @property
     def auth_required(self) -> bool:
         """Requests must carry a key: ``HARK_AUTH=on``, or ``auto`` with keys configured."""
-        return self.auth == "on" or (self.auth == "auto" and bool(self.api_key_list))
+        return self.auth == "on" or (self.auth == "auto" and self.keys_configured)
+
+    @property
+    def keys_configured(self) -> bool:
+        """HARK_API_KEYS has a key or HARK_API_KEYS_FILE is set (an empty file then refuses everyone)."""
+        return bool(self.api_key_list) or self.api_keys_file is not None
 
     def check_api_auth(self) -> None:
         """Refuse an API that would listen beyond loopback with no keys unless auth is off explicitly.
@@ -456,12 +545,29 @@ class Settings(BaseSettings):
         """
         if self.auth == "off":
             return
-        if not self.api_key_list and (self.auth == "on" or not self.api_on_loopback):
+        if not self.keys_configured and (self.auth == "on" or not self.api_on_loopback):
             where = "HARK_AUTH=on" if self.auth == "on" else f"HARK_API_HOST={self.api_host} is not loopback"
             raise ConfigError(
-                f"refusing to start the API without keys ({where}): set HARK_API_KEYS=key1,key2, bind "
-                "HARK_API_HOST=127.0.0.1, or switch authentication off explicitly with HARK_AUTH=off"
+                f"refusing to start the API without keys ({where}): set HARK_API_KEYS=key1,key2 or "
+                "HARK_API_KEYS_FILE (see `hark keys add`), bind HARK_API_HOST=127.0.0.1, or switch "
+                "authentication off explicitly with HARK_AUTH=off"
             )
+        self.api_key_ring()
+
+    def api_key_ring(self) -> KeyRing:
+        """Every accepted key (HARK_API_KEYS and the file as it is now), hashed and named.
+
+        Raises:
+            ConfigError: The keys file is unreadable or malformed (every bad line by number), or a name or a
+                key is used in both places.
+        """
+        entries = env_entries(self.api_key_pairs)
+        try:
+            if self.api_keys_file is not None:
+                entries += read_keys_file(self.api_keys_file)[0]
+            return KeyRing(entries)
+        except ValueError as error:  # KeysFileError included
+            raise ConfigError(f"API keys: {error}") from None
 
     def stream_batch_for(self, device: str) -> int:
         """HARK_STREAM_MAX_BATCH, or its default for `device` (``cpu`` / ``cuda``)."""

@@ -169,6 +169,11 @@ class HarkProcess:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    @property
+    def metrics_url(self) -> str:
+        """Base URL of a worker's ``/metrics`` and ``/health`` (the port :meth:`Launcher.env_for` chose)."""
+        return f"http://127.0.0.1:{self.env['HARK_WORKER_METRICS_PORT']}"
+
     def log_text(self, start: int = 0, limit: int | None = 20000) -> str:
         """The log from byte `start` (at most the last `limit` characters)."""
         try:
@@ -258,7 +263,11 @@ class Launcher:
         return name
 
     def env_for(self, deployment: str, **env: object) -> dict[str, str]:
-        return _clean_env({"REDIS_URL": self.redis_url, "HARK_DEPLOYMENT": deployment, **env})
+        """The environment of a process of `deployment`; a worker gets a free port of its own for its
+        ``/metrics`` and ``/health`` (parallel workers would collide on the default 9101)."""
+        return _clean_env({"REDIS_URL": self.redis_url, "HARK_DEPLOYMENT": deployment,
+                           "HARK_WORKER_METRICS_HOST": "127.0.0.1", "HARK_WORKER_METRICS_PORT": free_port(),
+                           **env})  # fmt: skip
 
     def spawn(self, name: str, args: list[str], env: dict[str, str], deployment: str | None = None,
               module: str = "hark.cli") -> HarkProcess:  # fmt: skip

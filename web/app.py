@@ -13,9 +13,10 @@ import time
 from flask import Flask, Response, g
 
 from hark.settings import Settings, get_settings
-from web import console, health, jobs, openapi, stream, stt
+from web import console, health, jobs, metrics, openapi, stream, stt
 from web.auth import install_auth
 from web.errors import current_request_id, new_request_id, register_error_handlers
+from web.license_gate import install_license_gate
 from web.limits import install_client_limits
 from web.services import make_services
 
@@ -38,7 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             (tests pass their own).
 
     Returns:
-        The Flask app with the transcription, live, job, health, OpenAPI and console endpoints registered.
+        The Flask app with the transcription, live, job, health, metrics, OpenAPI and console endpoints registered.
     """
     settings = settings or get_settings()
     app = Flask(__name__)
@@ -48,7 +49,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["hark"] = make_services(settings)
 
     app.before_request(_start_request)
+    metrics.install_metrics(app)  # before auth: refused requests are counted too
     install_auth(app)
+    install_license_gate(app)  # after auth (refusals only for authenticated callers), before the limits
     install_client_limits(app)  # after auth: it counts per authenticated key
     app.after_request(_finish_request)
     register_error_handlers(app)
@@ -57,6 +60,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(stream.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(console.bp)
     return app

@@ -12,6 +12,8 @@ main loop, not a per-request limit, so long waits and long sessions are safe. An
 class (gevent) would hold sockets more cheaply, but Redis, Celery and the body-read deadline are
 written for threads here; the streaming benchmark (bench/streaming.py) measures the thread model.
 Logs (access log included) go through :mod:`hark.logs` in the same structured format as the rest of Hark.
+Metrics use prometheus-client's multiprocess mode (:mod:`hark.multiproc_metrics`): the directory is
+prepared before gunicorn forks and ``child_exit`` drops an exited worker's live gauges.
 
 ``hark api`` (``web.server``) uses :func:`gunicorn_options`; the file also works as
 ``gunicorn -c web/gunicorn_conf.py 'web.app:create_app()'``.
@@ -26,7 +28,9 @@ from typing import Any
 
 from gunicorn import glogging
 
+from hark import multiproc_metrics
 from hark.settings import Settings, get_settings
+from web.keyring import ENVIRON_KEY_NAME
 
 #: Seconds a stopping worker gets to finish the requests it holds.
 GRACEFUL_TIMEOUT_SECONDS = 30
@@ -51,7 +55,10 @@ class HarkGunicornLogger(glogging.Logger):
         self.access_log.setLevel(logging.NOTSET)  # follow the root level (HARK_LOG_LEVEL)
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
-        """One line per request: method, path, status, duration, client; tagged with the request id."""
+        """One line per request: method, path, status, duration, client, key name; tagged with the request id.
+
+        The path is logged without its query string: a WebSocket upgrade may carry its key as ``?api_key=``.
+        """
         request_id = None
         for name, value in resp.headers:
             if name.lower() == "x-request-id":
@@ -60,9 +67,15 @@ class HarkGunicornLogger(glogging.Logger):
         status = str(resp.status).split(" ", 1)[0] if resp.status else "-"
         level = logging.DEBUG if req.path in QUIET_PATHS and status == "200" else logging.INFO
         client = environ.get("REMOTE_ADDR", "-")
-        self.access_log.log(level, "%s %s %s %.1f ms client=%s", req.method, req.path, status,
-                            request_time.total_seconds() * 1000, client,
-                            extra={"request_id": request_id})  # fmt: skip
+        key_name = environ.get(ENVIRON_KEY_NAME)
+        self.access_log.log(level, "%s %s %s %.1f ms client=%s%s", req.method, req.path, status,
+                            request_time.total_seconds() * 1000, client, f" key={key_name}" if key_name else "",
+                            extra={"request_id": request_id, "key_name": key_name})  # fmt: skip
+
+
+def worker_exited(_server: Any, worker: Any) -> None:
+    """gunicorn ``child_exit`` hook: drop the exited worker's live gauges from ``/metrics``."""
+    multiproc_metrics.mark_dead(worker.pid)
 
 
 def gunicorn_options(settings: Settings, host: str | None = None, port: int | None = None) -> dict[str, Any]:
@@ -91,6 +104,7 @@ def gunicorn_options(settings: Settings, host: str | None = None, port: int | No
         "errorlog": "-",
         "accesslog": "-",
         "loglevel": settings.log_level.lower(),
+        "child_exit": worker_exited,
     }
     if os.path.isdir(SHM_DIR):
         options["worker_tmp_dir"] = SHM_DIR  # heartbeat files off a possibly slow (container) disk
@@ -108,4 +122,6 @@ if __name__ == "__config__":  # loaded by `gunicorn -c web/gunicorn_conf.py`
     _settings = get_settings()
     _configure_logs("api", _settings.deployment, _settings.log_level, _settings.log_format)
     _settings.check_api_auth()  # ConfigError stops gunicorn: no keys beyond loopback unless HARK_AUTH=off
+    if multiproc_metrics.directory() is None:
+        multiproc_metrics.prepare("api")  # before gunicorn forks: /metrics merges every worker
     globals().update(gunicorn_options(_settings))

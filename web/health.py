@@ -2,7 +2,9 @@
 
 Neither needs an API key (see :data:`web.auth.PUBLIC_ENDPOINTS`): load balancers probe them.
 ``/health`` touches nothing outside the process. ``/ready`` answers 200 only when Redis answers and
-at least one worker of the deployment has a current heartbeat; otherwise 503 and ``Retry-After``.
+at least one worker of the deployment has a current heartbeat; otherwise 503 and ``Retry-After``
+with the reason (and the checkpoints last seen). A 200 lists the languages and checkpoints the live
+workers serve, and ``checkpoints_down``: checkpoints seen within a day that no live worker serves now.
 When keys are required, only a request with a valid key sees the details (worker ids, hosts, pids,
 queues, checkpoints, the Redis error); anyone else gets the status and the deployment name, which
 is all a probe needs and tells an attacker nothing about the machines behind the API.
@@ -17,7 +19,7 @@ from flask import Blueprint, Response, jsonify
 
 from hark import registry
 from hark.routing import served_languages
-from hark.schemas import InstanceRecord
+from hark.schemas import CheckpointInfo, InstanceRecord
 from web.auth import presented_key_is_valid
 from web.errors import error_response
 from web.services import services
@@ -47,8 +49,16 @@ def _checkpoint_entry(instance: InstanceRecord) -> dict[str, Any]:
     }
 
 
-def readiness(instances: list[InstanceRecord], deployment: str) -> dict[str, Any]:
-    """The body of a 200 ``/ready``: workers with their checkpoints, languages and slots."""
+def readiness(instances: list[InstanceRecord], deployment: str,
+              known: list[CheckpointInfo] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The body of a 200 ``/ready``: workers with their checkpoints, languages and slots.
+
+    Args:
+        instances: The live instances of the deployment.
+        deployment: Its name.
+        known: Its catalog (checkpoints seen within a day); those without a live instance are listed
+            as ``checkpoints_down``, so a partial outage is visible while the deployment is still ready.
+    """
     workers = [
         {
             "worker_id": worker_id,
@@ -70,10 +80,12 @@ def readiness(instances: list[InstanceRecord], deployment: str) -> dict[str, Any
         entry["slots"] += instance.slots
         entry["in_flight"] += instance.in_flight
     unique = {i.checkpoint.label: i.checkpoint for i in instances}
+    live_names = {i.checkpoint.name for i in instances}
     return {
         "status": "ready",
         "deployment": deployment,
         "languages": served_languages(list(unique.values())),
+        "checkpoints_down": sorted(c.label for c in known or [] if c.name not in live_names),
         "total_slots": sum(i.slots for i in instances),
         "in_flight": sum(i.in_flight for i in instances),
         "checkpoints": [per_checkpoint[label] for label in sorted(per_checkpoint)],
@@ -94,7 +106,8 @@ def ready() -> Response:
     try:
         svc.redis.ping()
         instances = registry.live_instances(svc.redis, deployment)
-        known = [] if instances else [c.label for c in registry.catalog(svc.redis, deployment)]
+        catalog = registry.catalog(svc.redis, deployment) if details else []
+        known = [c.label for c in catalog]
     except redis.RedisError as error:
         reason = f"Redis is unreachable: {error}" if details else "Redis is unreachable"
         return error_response(503, reason, [{"code": "redis_unavailable", "deployment": deployment}])
@@ -107,4 +120,4 @@ def ready() -> Response:
         return error_response(503, reason, [{"code": "no_live_worker", "deployment": deployment, "catalog": known}])
     if not details:
         return jsonify({"status": "ready", "deployment": deployment})
-    return jsonify(readiness(instances, deployment))
+    return jsonify(readiness(instances, deployment, catalog))

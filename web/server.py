@@ -5,8 +5,9 @@
 Command-line options override HARK_API_HOST, HARK_API_PORT, HARK_API_WORKERS and HARK_API_THREADS.
 SIGTERM / Ctrl-C stop gracefully: workers finish the requests they hold (up to 30 s).
 
-An API that would listen beyond loopback without HARK_API_KEYS refuses to start (exit 2) unless
-authentication is switched off explicitly with HARK_AUTH=off, which is logged as a warning.
+An API that would listen beyond loopback without HARK_API_KEYS or HARK_API_KEYS_FILE refuses to start
+(exit 2) unless authentication is switched off explicitly with HARK_AUTH=off, which is logged as a warning;
+so does a malformed keys file (every bad line is named).
 Before serving, the start-up check (:mod:`web.startup_check`) looks for this deployment's workers:
 a wrong HARK_DEPLOYMENT or workers missing a language of HARK_EXPECT_LANGUAGES exit 2.
 """
@@ -20,6 +21,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from hark import multiproc_metrics
 from hark.logs import start_component
 from hark.settings import ConfigError, Settings
 from web.gunicorn_conf import capacity, gunicorn_options
@@ -78,7 +80,10 @@ def check_auth(settings: Settings) -> bool:
         log.warning("authentication is off: no HARK_API_KEYS, so the API listens on loopback (%s) only",
                     settings.api_host)  # fmt: skip
     else:
-        log.info("authentication is on: %d key(s) configured", len(settings.api_key_list))
+        ring = settings.api_key_ring()  # validated by check_api_auth just above
+        log.info("authentication is on: %d key(s) (%s)%s; /metrics %s", len(ring), ", ".join(ring.names) or "none",
+                 f", keys file {settings.api_keys_file} re-read on change" if settings.api_keys_file else "",
+                 "needs a key" if settings.metrics_auth == "key" else "is open (HARK_METRICS_AUTH=open)")
     return True
 
 
@@ -96,11 +101,14 @@ def main(argv: list[str] | None = None) -> int:
              "upload limit %d bytes; auth %s", settings.deployment, options["bind"], settings.api_workers,
              settings.api_threads, capacity(settings), settings.sync_wait_seconds, settings.max_upload_bytes,
              "on" if settings.auth_required else "OFF")  # fmt: skip
+    metrics_dir = multiproc_metrics.prepare("api")  # before gunicorn forks its workers
     try:
         HarkApi(settings, options).run()
     except SystemExit as stop:
         code = stop.code
         return code if isinstance(code, int) else (0 if code is None else 1)
+    finally:
+        multiproc_metrics.remove(metrics_dir)
     return 0
 
 

@@ -17,6 +17,7 @@ from flask import current_app
 
 from hark.broker import celery_settings
 from hark.jobs import JobStore
+from hark.queue_depth import QueueDepthCollector
 from hark.sessions import SessionStore
 from hark.settings import Settings
 
@@ -35,6 +36,8 @@ class Services:
     jobs: JobStore
     celery: Celery
     sessions: SessionStore
+    queue_depth: QueueDepthCollector
+    """Reads the deployment's queue lengths for ``/metrics`` (a small client with a short timeout)."""
 
 
 def services() -> Services:
@@ -80,4 +83,5 @@ def make_services(settings: Settings) -> Services:
         celery=make_celery(settings),
         sessions=SessionStore(client, settings.deployment, settings.stream_lease_seconds,
                               settings.stream_idle_timeout_seconds),
+        queue_depth=QueueDepthCollector(settings.redis_url, settings.deployment),
     )

@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 from simple_websocket import ConnectionClosed, Server
 from wsproto.events import CloseConnection, TextMessage
 from wsproto.frame_protocol import CloseReason
@@ -56,6 +56,8 @@ from hark.sessions import (
 )
 from web.auth import BEARER_SUBPROTOCOL
 from web.errors import ApiError, current_request_id
+from web.license_gate import key_name, stream_place
+from web.metrics import note_route, note_status
 from web.params import ParamError
 from web.services import Services, services
 from web.stream_params import parse_stream_params
@@ -114,6 +116,7 @@ def open_session() -> Response:
         raise ApiError(400, error.message, error.details) from None
     live = registry.live_instances(svc.redis, svc.settings.deployment)
     route = _route(params, svc, live)
+    note_route(route.checkpoint.name, params.language)
     start_timeout = _start_wait(route, svc, live)
     sid = new_session_id()
     store = svc.sessions
@@ -121,25 +124,28 @@ def open_session() -> Response:
         session_id=sid, deployment=svc.settings.deployment, checkpoint=route.checkpoint.name, params=params,
         options=TranscriptionOptions(language=route.language, detect_among=route.detect_among,
                                      word_timestamps=params.word_timestamps, keywords=params.keywords),
-        created_at=time.time(), start_timeout=start_timeout,
+        created_at=time.time(), start_timeout=start_timeout, key_name=key_name(),
     )  # fmt: skip
-    log_extra = {"request_id": current_request_id(), "session_id": sid, "checkpoint": route.checkpoint.label}
-    pubsub = svc.redis.pubsub(ignore_subscribe_messages=True)
-    ws: HarkServer | None = None
-    try:
-        pubsub.subscribe(store.channel(sid))  # before the task exists: no message can be missed
-        _start_session(task, route.checkpoint.name, svc, log_extra)
-        _wait_for_worker(pubsub, task, svc, log_extra)
-        ws = HarkServer(request.environ, ping_interval=PING_INTERVAL_SECONDS, subprotocols=[BEARER_SUBPROTOCOL],
-                        max_message_size=svc.settings.stream_max_frame_bytes, session_id=sid)  # fmt: skip
-        log.info("live session open (%s, %d Hz, language %s)", params.encoding, params.sample_rate, params.language,
-                 extra=log_extra)  # fmt: skip
-        SessionRelay(ws, pubsub, store, task, svc, log_extra).run()
-    except BaseException:
-        _abort(store, sid)
-        raise
-    finally:
-        pubsub.close()
+    log_extra = {"request_id": current_request_id(), "session_id": sid, "checkpoint": route.checkpoint.label,
+                 "key_name": g.get("api_key_name") or ""}
+    with stream_place(sid):  # the license's max_concurrent_streams (429 when all are open)
+        pubsub = svc.redis.pubsub(ignore_subscribe_messages=True)
+        ws: HarkServer | None = None
+        try:
+            pubsub.subscribe(store.channel(sid))  # before the task exists: no message can be missed
+            _start_session(task, route.checkpoint.name, svc, log_extra)
+            _wait_for_worker(pubsub, task, svc, log_extra)
+            ws = HarkServer(request.environ, ping_interval=PING_INTERVAL_SECONDS, subprotocols=[BEARER_SUBPROTOCOL],
+                            max_message_size=svc.settings.stream_max_frame_bytes, session_id=sid)  # fmt: skip
+            note_status(101)  # upgraded: the session is counted as a 101 when it ends
+            log.info("live session open (%s, %d Hz, language %s)", params.encoding, params.sample_rate, params.language,
+                     extra=log_extra)  # fmt: skip
+            SessionRelay(ws, pubsub, store, task, svc, log_extra).run()
+        except BaseException:
+            _abort(store, sid)
+            raise
+        finally:
+            pubsub.close()
     return _already_answered(ws)
 
 

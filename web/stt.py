@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from hark import registry, routing
@@ -28,6 +28,8 @@ from hark.webhook_policy import check_webhook_url
 from web.audio_probe import AudioRejected, probe_audio
 from web.client_socket import client_gone, read_body
 from web.errors import ApiError, current_request_id, error_response
+from web.license_gate import key_name
+from web.metrics import note_route
 from web.params import ParamError, SttParams, parse_stt_params
 from web.services import Services, services
 
@@ -106,7 +108,8 @@ def _enqueue(rid: str, params: SttParams, route: routing.Route, body: bytes, svc
     )  # fmt: skip
     fields: dict[str, Any] = {"checkpoint": checkpoint.name, "checkpoint_label": checkpoint.label, "queue": queue,
                               "file_size": len(body), "model": params.model, "language": params.language,
-                              "mode": "async" if params.is_async else "sync"}  # fmt: skip
+                              "mode": "async" if params.is_async else "sync",
+                              "key_name": key_name()}  # fmt: skip  # key_name: usage accounting (hark.usage)
     if params.webhook is not None:
         fields["webhook"] = params.webhook.wire()
     svc.jobs.create(rid, **fields)
@@ -171,12 +174,14 @@ def submit(*, model_required: bool) -> Response:
     except AudioRejected as error:
         raise ApiError(400, error.message, error.details) from None
     route = _route(params, svc)
+    note_route(route.checkpoint.name, params.language)  # validated by routing: a bounded label value
 
     queue = _enqueue(rid, params, route, body, svc)
     log.info("queued %d bytes of %s audio (%s s) on %s, language=%s%s", len(body), info.container,
              f"{info.duration:.2f}" if info.duration is not None else "?", queue, params.language,
              " (async)" if params.is_async else "",
-             extra={"request_id": rid, "checkpoint": route.checkpoint.label})  # fmt: skip
+             extra={"request_id": rid, "checkpoint": route.checkpoint.label,
+                    "key_name": g.get("api_key_name")})  # fmt: skip
     if params.is_async:
         return jsonify({"status": "processing", "request_id": rid})
 

@@ -129,9 +129,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def _celery_argv(settings: Settings, queue: str, concurrency: int, node: str) -> list[str]:
+    """Celery's worker command line. Events (task events and worker heartbeats, for Flower) only with
+    HARK_WORKER_TASK_EVENTS: every task then publishes a few messages on the broker."""
+    events = ["-E"] if settings.worker_task_events else ["--without-heartbeat"]
     return [
         "--quiet", "worker", "--pool", "threads", "-c", str(concurrency), "-Q", queue, "-n", node,
-        "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", settings.log_level.upper(),
+        "--without-gossip", "--without-mingle", *events, "--loglevel", settings.log_level.upper(),
     ]  # fmt: skip
 
 
@@ -142,6 +145,7 @@ def run_model_child(args: argparse.Namespace, settings: Settings) -> int:
     plan = DevicePlan(device=args.device, compute_type=args.compute_type, lanes=args.lanes,
                       cpu_threads=args.cpu_threads)  # fmt: skip
     apply_cuda_alloc_conf(plan.device, settings.cuda_alloc_conf)  # before anything imports torch
+    load_started = time.monotonic()
     try:
         manifest = load_manifest(args.checkpoint)
         from workers.engine import WhisperEngine
@@ -158,16 +162,20 @@ def run_model_child(args: argparse.Namespace, settings: Settings) -> int:
                      exc_info=logger.isEnabledFor(logging.DEBUG))  # fmt: skip
         return EXIT_LOAD_FAILED
 
+    from workers import metrics as worker_metrics
     from workers.celery_app import app
     from workers.executor import CheckpointExecutor
     from workers.utterance import BatchingDecoder
+
+    worker_metrics.model_loaded(settings.deployment, manifest.name, time.monotonic() - load_started)
+    active = worker_metrics.slot_tracker(settings.deployment, manifest.name, args.slots)
 
     info = CheckpointInfo(name=manifest.name, version=manifest.version, languages=list(manifest.languages),
                           multilingual=manifest.multilingual, engine=manifest.engine,
                           compute_type=plan.compute_type, device=plan.device)  # fmt: skip
     queue = transcribe_queue(settings.deployment, manifest.name)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
-    executor = CheckpointExecutor(engine, slots=args.slots, lanes=plan.lanes)
+    executor = CheckpointExecutor(engine, slots=args.slots, lanes=plan.lanes, on_in_flight=active.set)
     worker_context.install(worker_context.WorkerContext(
         settings=settings, redis=client, store=worker_context.make_store(settings, client),
         worker_id=args.worker_id, checkpoint=info, executor=executor,

@@ -203,7 +203,15 @@ class CheckpointExecutor:
                 transcript = executor.submit(EncodedAudio(data, max_seconds), options, timeout=600).result()
     """
 
-    def __init__(self, engine: Engine, slots: int, lanes: int) -> None:
+    def __init__(self, engine: Engine, slots: int, lanes: int,
+                 on_in_flight: Callable[[int], None] | None = None) -> None:  # fmt: skip
+        """Args:
+            engine: The loaded checkpoint.
+            slots: Requests admitted at once.
+            lanes: Engine calls run at once.
+            on_in_flight: Called with the new in-flight count whenever a slot is taken or freed (under
+                the executor's lock: keep it cheap; the worker sets a Prometheus gauge).
+        """
         if slots < 1 or lanes < 1:
             raise ValueError(f"slots and lanes must be at least 1 (got slots={slots}, lanes={lanes})")
         self.engine = engine
@@ -211,6 +219,7 @@ class CheckpointExecutor:
         self.lanes = lanes
         self._lock = threading.Lock()
         self._in_flight = 0
+        self._on_in_flight = on_in_flight
         self._running = 0
         self._peak_in_flight = 0
         self._peak_running = 0
@@ -266,11 +275,17 @@ class CheckpointExecutor:
                 raise SlotsExhausted(f"all {self.slots} slots are in use")
             self._in_flight += 1
             self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+            self._report_in_flight()
         try:
             yield
         finally:
             with self._lock:
                 self._in_flight -= 1
+                self._report_in_flight()
+
+    def _report_in_flight(self) -> None:
+        if self._on_in_flight is not None:
+            self._on_in_flight(self._in_flight)
 
     # --- inference --------------------------------------------------------------------------------
     def submit(self, audio: AudioSource, options: TranscriptionOptions, *, timeout: float | None = None) -> Submission:

@@ -28,6 +28,7 @@ import redis
 from celery.exceptions import Reject
 from pydantic import BaseModel, ValidationError
 
+from hark import usage
 from hark.sessions import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
@@ -47,6 +48,7 @@ from hark.sessions import (
     message_envelope,
 )
 from hark.settings import Settings
+from workers import metrics as worker_metrics
 from workers.celery_app import app
 from workers.context import WorkerContext, current
 from workers.executor import SlotsExhausted
@@ -76,12 +78,18 @@ class SessionEnded(Exception):
 def stream_session(self: Any, payload: dict[str, Any]) -> None:
     """Serve one live session (payload: :class:`hark.sessions.StreamTask` as JSON)."""
     context = current()
+    outcome = "rejected"  # anything escaping below puts the message back on the queue
     try:
-        task = StreamTask.model_validate(payload)
-    except ValidationError as error:
-        logger.error("invalid live-session payload: %s", error.errors()[:3])
-        return
-    run_session(context, task)
+        try:
+            task = StreamTask.model_validate(payload)
+        except ValidationError as error:
+            outcome = "invalid"
+            logger.error("invalid live-session payload: %s", error.errors()[:3])
+            return
+        outcome = run_session(context, task)
+    finally:
+        checkpoint = context.checkpoint.name if context.checkpoint else None
+        worker_metrics.task_done(context.deployment, checkpoint, "stream", outcome)
 
 
 def run_session(context: WorkerContext, task: StreamTask) -> str:
@@ -238,8 +246,14 @@ class SessionRunner:
         try:
             self.store.publish(self.sid, Envelope(kind="end", code=code, reason=reason))
             self.store.end(self.sid)
+            language = self.task.options.language or self.task.params.language  # usage: audio actually decoded
+            usage.record(self.store.redis, self.task.deployment, language,
+                         self.task.key_name or usage.DEFAULT_KEY_NAME, self.decoder.input_seconds)
         except redis.RedisError as error:
             logger.warning("could not end the session cleanly in Redis: %s", error, extra=self.log_extra)
         logger.info("live session ended (close %d, %.1f s of audio, %d message(s))", code,
                     self.decoder.input_seconds, self.messages_sent, extra=self.log_extra)  # fmt: skip
+        if self.context.checkpoint is not None:
+            worker_metrics.audio_done(self.context.deployment, self.context.checkpoint.name,
+                                      self.task.options.language, self.decoder.input_seconds)  # fmt: skip
 

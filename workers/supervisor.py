@@ -14,6 +14,12 @@
    killed; its jobs were already requeued. Then exits 0.
 
 All children share the supervisor's worker id (``<hostname>-<pid>``), which groups them in the registry.
+
+Observability: before anything else the supervisor prepares the host's Prometheus multiprocess
+directory (the children inherit it) and serves ``/metrics`` and ``/health`` on
+``HARK_WORKER_METRICS_PORT`` (:mod:`workers.health_server`; 0 = off, a port in use = exit 2).
+``/health`` is :meth:`Supervisor.health`: 200 while the supervisor loop turns and every child is alive
+and has announced itself (the webhook child has nothing to announce), else 503 with the reason.
 """
 
 from __future__ import annotations
@@ -34,10 +40,11 @@ from pathlib import Path
 
 import redis
 
-from hark import registry
+from hark import multiproc_metrics, registry
 from hark.logs import start_component
 from hark.proc import die_with_parent
 from hark.queues import reserved_name_problem
+from hark.schemas import InstanceRecord
 from hark.settings import ConfigError, Settings
 from workers import device as devices
 
@@ -50,6 +57,10 @@ MAX_RESTARTS_PER_MINUTE = 5
 RESTART_BACKOFF_MAX_SECONDS = 30.0
 REDIS_WAIT_SECONDS = 30.0
 POLL_SECONDS = 0.25
+#: ``/health`` fails when the supervisor loop has not turned for this long (it turns every POLL_SECONDS).
+LOOP_STALL_SECONDS = 10.0
+#: How often a restarted child is looked up in the registry until it has announced itself.
+ANNOUNCE_CHECK_SECONDS = 1.0
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -77,6 +88,8 @@ class Child:
     process: subprocess.Popen | None = None
     deaths: deque[float] = field(default_factory=deque)
     restart_at: float | None = None
+    announced: bool = False
+    """This process (pid) is in the registry; children without a checkpoint have nothing to announce."""
 
     @property
     def alive(self) -> bool:
@@ -200,6 +213,8 @@ class Supervisor:
         self.stopping = threading.Event()
         self.children = [Child(name=p.label, argv=child_argv(p, worker_id), checkpoint=p.name) for p in planned]
         self.children.append(Child(name="webhooks", argv=webhook_argv(worker_id)))
+        self.last_tick: float | None = None
+        self._announce_checked = 0.0
 
     def request_stop(self, signum: int, _frame: object = None) -> None:
         if not self.stopping.is_set():
@@ -210,7 +225,57 @@ class Supervisor:
     def spawn(self, child: Child) -> None:
         # Own process group: a terminal's Ctrl-C reaches only the supervisor, which stops children in order.
         child.process = subprocess.Popen(child.argv, stdin=subprocess.DEVNULL, process_group=0, preexec_fn=die_with_parent())  # noqa: E501
+        child.announced = child.checkpoint is None
         logger.info("started %s (pid %d)", child.name, child.process.pid)
+
+    # --- liveness ----------------------------------------------------------------------------------
+    def _tick(self) -> None:
+        self.last_tick = time.monotonic()
+
+    def _note_announced(self, instances: list[InstanceRecord]) -> None:
+        """Mark the children whose current process is in the registry."""
+        pids = {i.pid for i in instances if i.worker_id == self.worker_id}
+        for child in self.children:
+            if child.process is not None and child.process.pid in pids:
+                child.announced = True
+
+    def _check_announcements(self) -> None:
+        """Look up children that have not announced themselves yet (after a restart), at most once a second."""
+        now = time.monotonic()
+        if all(c.announced for c in self.children if c.alive) or now - self._announce_checked < ANNOUNCE_CHECK_SECONDS:
+            return
+        self._announce_checked = now
+        try:
+            self._note_announced(registry.live_instances(self.redis, self.settings.deployment))
+        except redis.RedisError as error:
+            logger.debug("registry not readable for the liveness check: %s", error)
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        """Liveness for ``/health``: (healthy, JSON body with the reason when not)."""
+        children = [{"name": c.name, "pid": c.process.pid if c.process else None, "alive": c.alive,
+                     "announced": c.announced, "deaths_last_minute": len(c.deaths)} for c in self.children]  # fmt: skip
+        body: dict[str, object] = {"status": "ok", "deployment": self.settings.deployment,
+                                   "worker_id": self.worker_id, "children": children}  # fmt: skip
+        reasons = []
+        stalled = None if self.last_tick is None else time.monotonic() - self.last_tick
+        if self.stopping.is_set():
+            reasons.append("the worker is stopping")
+        elif stalled is None:
+            reasons.append("the supervisor is starting")
+        elif stalled > LOOP_STALL_SECONDS:
+            reasons.append(f"the supervisor loop has not turned for {stalled:.0f} s")
+        for child in self.children:
+            if child.process is None:
+                reasons.append(f"{child.name} is not started yet")
+            elif not child.alive:
+                reasons.append(f"{child.name} (pid {child.process.pid}) exited with status "
+                               f"{child.process.returncode}; it is being restarted")  # fmt: skip
+            elif not child.announced:
+                reasons.append(f"{child.name} (pid {child.process.pid}) has not announced itself yet (loading)")
+        if reasons:
+            body["status"] = "unhealthy"
+            body["reason"] = "; ".join(reasons)
+        return not reasons, body
 
     def run(self) -> int:
         if not self._wait_for_redis():
@@ -226,6 +291,7 @@ class Supervisor:
     def _wait_for_redis(self) -> bool:
         deadline = time.monotonic() + REDIS_WAIT_SECONDS
         while True:
+            self._tick()
             try:
                 self.redis.ping()
                 return True
@@ -241,14 +307,16 @@ class Supervisor:
         wanted = {c.checkpoint for c in self.children if c.checkpoint}
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not self.stopping.is_set():
+            self._tick()
             for child in self.children:
                 if not child.alive:
                     code = child.process.returncode if child.process else None
                     logger.error("%s exited with status %s during start-up; stopping the worker", child.name, code)
                     return EXIT_FAILED
             try:
-                live = {i.checkpoint.name for i in registry.live_instances(self.redis, self.settings.deployment)
-                        if i.worker_id == self.worker_id}  # fmt: skip
+                instances = registry.live_instances(self.redis, self.settings.deployment)
+                self._note_announced(instances)
+                live = {i.checkpoint.name for i in instances if i.worker_id == self.worker_id}
             except redis.RedisError as error:
                 logger.warning("registry not readable yet: %s", error)
                 live = set()
@@ -264,11 +332,14 @@ class Supervisor:
 
     def _monitor(self) -> int:
         while not self.stopping.wait(POLL_SECONDS):
+            self._tick()
             now = time.monotonic()
             for child in self.children:
                 if child.alive:
                     continue
                 if child.restart_at is None:
+                    if child.process is not None:
+                        multiproc_metrics.mark_dead(child.process.pid)  # its live gauges leave /metrics
                     child.deaths.append(now)
                     while child.deaths and now - child.deaths[0] > 60:
                         child.deaths.popleft()
@@ -284,6 +355,7 @@ class Supervisor:
                 elif now >= child.restart_at:
                     child.restart_at = None
                     self.spawn(child)
+            self._check_announcements()
         return EXIT_OK
 
     def stop_children(self, grace: float | None = None) -> None:
@@ -328,6 +400,18 @@ def main(argv: list[str] | None = None) -> int:
     settings = start_component("worker")
     if settings is None:
         return EXIT_CONFIG
+    metrics_dir = multiproc_metrics.prepare("worker")  # before resolving (cache events) and before any child
+    try:
+        return _serve(settings)
+    finally:
+        multiproc_metrics.remove(metrics_dir)
+
+
+def _serve(settings: Settings) -> int:
+    from workers import metrics as worker_metrics
+    from workers.health_server import MetricsServer
+
+    worker_metrics.watch_checkpoint_cache()
     try:
         planned = plan_checkpoints(settings)
     except StartupError as error:
@@ -336,6 +420,23 @@ def main(argv: list[str] | None = None) -> int:
     worker_id = f"{socket.gethostname()}-{os.getpid()}"
     logger.info(describe(planned, settings.deployment, worker_id))
     supervisor = Supervisor(settings, planned, worker_id)
+    server = None
+    if settings.worker_metrics_port:
+        host, port = settings.worker_metrics_host, settings.worker_metrics_port
+        try:
+            server = MetricsServer(host, port, supervisor.health)
+        except OSError as error:
+            logger.error("cannot serve /metrics and /health on %s:%d: %s; set HARK_WORKER_METRICS_PORT to a free "
+                         "port (0 switches them off)", host, port, error)  # fmt: skip
+            return EXIT_CONFIG
+        server.start()
+        logger.info("serving /metrics and /health on %s:%d", host, server.port)
+    else:
+        logger.info("HARK_WORKER_METRICS_PORT=0: no /metrics or /health on this worker host")
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
-    return supervisor.run()
+    try:
+        return supervisor.run()
+    finally:
+        if server is not None:
+            server.stop()

@@ -37,6 +37,7 @@ from hark.jobs import FINAL_STATUSES
 from hark.queues import TASK_DELIVER_WEBHOOK, TASK_TRANSCRIBE, transcribe_queue, webhook_queue
 from hark.schemas import JobFailure, Metadata, TranscribeTask, TranscriptionResponse, Utterance, Word
 from hark.settings import Settings
+from workers import metrics as worker_metrics
 from workers.audio import AudioError, EncodedAudio
 from workers.celery_app import app
 from workers.context import WorkerContext, current
@@ -64,18 +65,23 @@ def transcribe(self: Any, payload: dict[str, Any]) -> None:
     context = current()
     redelivered = bool((getattr(self.request, "delivery_info", None) or {}).get("redelivered"))
     request_id = payload.get("request_id") if isinstance(payload, dict) else None
+    outcome = "rejected"  # anything escaping below puts the message back on the queue
     try:
         try:
             task = TranscribeTask.model_validate(payload)
         except ValidationError as error:
+            outcome = "invalid"
             _refuse_payload(context, payload, error)
             return
-        handle_transcription(context, task, redelivered=redelivered)
+        outcome = handle_transcription(context, task, redelivered=redelivered)
     except (redis.RedisError, WebhookNotQueued) as error:
         # Never acknowledge a job whose outcome is not recorded (or announced): back to the queue.
         logger.error("cannot record the job's outcome (%s: %s); returning it to the queue", type(error).__name__,
                      error, extra={"request_id": str(request_id or "")})  # fmt: skip
         raise Reject(f"infrastructure failure: {type(error).__name__}", requeue=True) from None
+    finally:
+        checkpoint = context.checkpoint.name if context.checkpoint else None
+        worker_metrics.task_done(context.deployment, checkpoint, "batch", outcome)
 
 
 class WebhookNotQueued(Exception):
@@ -173,6 +179,8 @@ def handle_transcription(context: WorkerContext, task: TranscribeTask, *, redeli
     logger.info("transcribed %.2f s of audio in %.0f ms (%.1fx real time, %d character(s))",
                 transcript.duration, elapsed * 1000, response.metadata.rtfx, len(transcript.text),
                 extra=log_extra)  # fmt: skip
+    worker_metrics.audio_done(context.deployment, context.checkpoint.name, transcript.language, transcript.duration,
+                              processing_seconds=elapsed)  # fmt: skip
     _maybe_send_webhook(context, task, log_extra)
     return "success"
 

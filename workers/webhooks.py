@@ -41,6 +41,7 @@ from hark.schemas import WebhookTarget
 from hark.settings import Settings
 from hark.webhook_policy import CheckedTarget, Resolver, UnresolvableHost, WebhookRefused, check_webhook_url
 from hark.webhook_signature import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign
+from workers import metrics as worker_metrics
 from workers.celery_app import app
 from workers.context import current
 from workers.webhook_http import ExchangeError, TLSOptions, exchange
@@ -91,8 +92,13 @@ def deliver_webhook(request_id: str, webhook: dict[str, Any] | None = None, atte
         deliver_webhook.apply_async(kwargs={"request_id": request_id, "webhook": webhook, "attempt": next_attempt},
                                     countdown=countdown, queue=webhook_queue(context.deployment))  # fmt: skip
 
-    return deliver(context.store, request_id, webhook, config=DeliveryConfig.from_settings(context.settings),
-                   schedule=schedule, attempt=attempt)  # fmt: skip
+    outcome = "error"
+    try:
+        outcome = deliver(context.store, request_id, webhook, config=DeliveryConfig.from_settings(context.settings),
+                          schedule=schedule, attempt=attempt)  # fmt: skip
+        return outcome
+    finally:
+        worker_metrics.task_done(context.deployment, None, "webhook", outcome)
 
 
 def deliver(store: JobStore, request_id: str, webhook: dict[str, Any] | None, *, config: DeliveryConfig,

@@ -43,6 +43,7 @@ def proxied(hark: Launcher, tmp_path: Path) -> Iterator[tuple[str, HarkProcess]]
     text = CONF.read_text(encoding="utf-8")
     for old, new in (("server 127.0.0.1:7100;", f"server {api.base_url.removeprefix('http://')};"),
                      ("listen 8080;", f"listen 127.0.0.1:{port};"),
+                     ("access_log /var/log/nginx/access.log", f"access_log {tmp_path / 'access.log'}"),
                      ("http {", f"http {{\n    access_log off;\n    client_body_temp_path {tmp_path / 'body'};")):
         assert old in text, old
         text = text.replace(old, new, 1)

@@ -60,6 +60,17 @@ def test_ready_lists_workers_checkpoints_languages_and_slots(client: FlaskClient
     assert per_checkpoint["whisper-tiny-en@1.0.0"]["slots"] == 6
 
 
+def test_ready_names_checkpoints_whose_workers_are_gone(client: FlaskClient, redis_client: redis.Redis,
+                                                        deployment: str) -> None:  # fmt: skip
+    announce(redis_client, deployment, TINY_EN, BASE)
+    assert client.get("/ready").get_json()["checkpoints_down"] == []
+    registry.withdraw(redis_client, deployment, "w1", BASE.name)
+    body = client.get("/ready").get_json()
+    assert body["status"] == "ready" and body["languages"] == ["en"]
+    assert [c["checkpoint"] for c in body["checkpoints"]] == ["whisper-tiny-en@1.0.0"]
+    assert body["checkpoints_down"] == ["whisper-base@1.0.0"]
+
+
 def test_openapi_document(client: FlaskClient) -> None:
     answer = client.get("/openapi.json")
     assert answer.status_code == 200

@@ -1,0 +1,1 @@
+"""The license proxy: one small HTTP service every deployment's API asks whether it is licensed."""
