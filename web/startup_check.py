@@ -9,7 +9,11 @@ API looks at the worker registry (every deployment on its Redis):
   and what is served;
 - none of its workers are live but other deployments have some → exit 2, naming ``HARK_DEPLOYMENT`` and
   the deployments that do have workers ("is HARK_DEPLOYMENT right?");
-- no worker at all → exit 2 when languages are expected, else a warning and start.
+- no worker at all → exit 2 when languages are expected, else a warning and start;
+- none of its workers live now, but its catalog (checkpoints its workers announced within the last day)
+  covers the expected languages → the name is right and the workers are down or restarting: a warning and
+  start (``/ready`` keeps load balancers away), so an API restarted during a worker outage does not
+  crash-loop.
 
 Workers load their models for a while after they start, so the check waits up to
 ``HARK_EXPECT_WORKERS_SECONDS`` (60 s by default when ``HARK_EXPECT_LANGUAGES`` is set) for the
@@ -29,7 +33,7 @@ import redis
 
 from hark import registry
 from hark.routing import served_languages
-from hark.schemas import InstanceRecord
+from hark.schemas import CheckpointInfo, InstanceRecord
 from hark.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,8 @@ class Look:
 
     own: list[InstanceRecord]
     others: dict[str, list[InstanceRecord]]
+    known: list[CheckpointInfo]
+    """The deployment's catalog: checkpoints its workers announced within the last day, live or not."""
 
     @property
     def served(self) -> list[str]:
@@ -55,7 +61,7 @@ class Look:
 def look(client: redis.Redis, deployment: str) -> Look:
     live = registry.live_deployments(client)
     own = live.pop(deployment, [])
-    return Look(own=own, others=live)
+    return Look(own=own, others=live, known=[] if own else registry.catalog(client, deployment))
 
 
 def _describe(deployments: dict[str, list[InstanceRecord]]) -> str:
@@ -84,6 +90,16 @@ def verdict(deployment: str, expected: list[str], reading: Look, strict: bool) -
                        f"(HARK_EXPECT_LANGUAGES={','.join(expected)}); they serve: "
                        f"{', '.join(reading.served) or 'nothing'}. Add a checkpoint covering them to MODEL_URL of "
                        "this deployment's workers, or fix HARK_EXPECT_LANGUAGES")  # fmt: skip
+    if reading.known:  # the name is right: its workers ran within a day and are down (or restarting) now
+        known = served_languages(reading.known)
+        missing = [lang for lang in expected if lang not in known]
+        if missing:
+            return False, (f"no live worker of deployment {deployment!r}, and the checkpoints it served within the "
+                           f"last day do not cover {', '.join(missing)} (HARK_EXPECT_LANGUAGES); they cover "
+                           f"{', '.join(known)}")  # fmt: skip
+        return True, (f"no live worker of deployment {deployment!r} now (last seen serving "
+                      f"{', '.join(c.label for c in reading.known)}); starting: requests answer 503 and /ready "
+                      "is not ready until one is back")  # fmt: skip
     if reading.others:
         return not strict, (f"no live worker of HARK_DEPLOYMENT={deployment!r}, but this Redis has workers of other "
                             f"deployments: {_describe(reading.others)}. Is HARK_DEPLOYMENT right? It must equal "

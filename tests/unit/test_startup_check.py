@@ -133,3 +133,19 @@ def test_the_real_api_entry_exits_2_for_a_wrong_deployment(redis_url: str, redis
     assert result.returncode == 2, result.stderr
     assert f"HARK_DEPLOYMENT={deployment!r}" in result.stderr and other in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_known_deployment_with_workers_down_starts_with_a_warning(
+    redis_url: str, redis_client: redis.Redis, deployment: str, other: str, caplog: LogCaptureFixture
+) -> None:
+    from hark import registry
+
+    announce(redis_client, other, TINY_EN)
+    announce(redis_client, deployment, TINY_EN, BASE)
+    for checkpoint in (TINY_EN, BASE):  # its workers stopped: live no more, still in the day's catalog
+        registry.withdraw(redis_client, deployment, "w1", checkpoint.name)
+    clock = FakeClock()
+    assert _check(redis_url, redis_client, deployment, clock, expect_languages="en,de", expect_workers_seconds=2)
+    assert clock.now >= 2 and "no live worker of deployment" in caplog.text and "whisper-base@1.0.0" in caplog.text
+    assert not _check(redis_url, redis_client, deployment, expect_languages="en,ta", expect_workers_seconds=1)
+    assert "do not cover ta" in caplog.text
