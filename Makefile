@@ -74,6 +74,7 @@ bench: install checkpoints
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/streaming.py --repeat 2
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/dispatcher.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -9,6 +9,8 @@
     hark license ...          keygen | issue | inspect license keys
     hark license-proxy        serve the license proxy the APIs check their license with
     hark keys add|list|remove API keys file (hashed, named; rotation without restart)
+    hark route                print and check the cross-deployment route map (HARK_ROUTES)
+    hark dispatcher           forward requests to the deployment serving their language (port 7000)
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "license": ("hark.commands.license", "make signing keys, issue and inspect licenses"),
     "license-proxy": ("license_proxy.server", "serve the license proxy (LICENSE_KEY; port 6699)"),
     "keys": ("hark.commands.keys", "add, list and remove API keys in HARK_API_KEYS_FILE (stored hashed)"),
+    "route": ("hark.commands.route", "print the cross-deployment route map (HARK_ROUTES) and check it against /ready"),
+    "dispatcher": ("dispatcher.server", "serve the language dispatcher: forwards requests to the routed deployment"),
 }
 
 

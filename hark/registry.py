@@ -81,3 +81,18 @@ def group_by_worker(instances: Iterable[InstanceRecord]) -> dict[str, list[Insta
     for instance in instances:
         workers.setdefault(instance.worker_id, []).append(instance)
     return workers
+
+
+def live_deployments(client: redis.Redis) -> dict[str, list[InstanceRecord]]:
+    """Every deployment on this Redis with at least one live instance (a SCAN of the index sets).
+
+    For start-up checks and tools, not request paths: it walks every deployment's index.
+    """
+    found: dict[str, list[InstanceRecord]] = {}
+    for raw in client.scan_iter(match=_index_key("*"), count=5000):
+        key = raw.decode() if isinstance(raw, bytes) else raw
+        deployment = key.split(":")[1]
+        instances = live_instances(client, deployment)
+        if instances:
+            found[deployment] = instances
+    return dict(sorted(found.items()))

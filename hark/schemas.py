@@ -145,3 +145,11 @@ class JobFailure(_Wire):
     message: str
     http_status: int = 500
     details: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ProcessingResponse(_Wire):
+    """An accepted job without its transcript yet (async mode, or a sync wait that ran out): poll its id."""
+
+    status: Literal["processing"] = "processing"
+    request_id: str
+    state: str | None = None

@@ -354,6 +354,41 @@ class Settings(BaseSettings):
     """Workers send Celery task events and worker heartbeats (what Flower's Workers and Tasks pages show);
     off by default: each task then costs a few more broker messages."""
 
+    # --- cross-deployment routing (router map, dispatcher, API start-up check) -------
+    routes_file: Path | None = Field(None, validation_alias="HARK_ROUTES")
+    """Router map file (YAML or JSON: language -> deployment URL or list of replica URLs) read by
+    `hark route` and `hark dispatcher`."""
+
+    dispatcher_host: str = Field("0.0.0.0", validation_alias="HARK_DISPATCHER_HOST")
+    dispatcher_port: int = Field(7000, ge=1, le=65535, validation_alias="HARK_DISPATCHER_PORT")
+    dispatcher_threads: int = Field(256, ge=1, le=4096, validation_alias="HARK_DISPATCHER_THREADS")
+    """Threads of the dispatcher: every forwarded request (a sync one waits for its transcript) and every
+    tunnelled WebSocket holds one."""
+    dispatcher_upstream_timeout_seconds: float = Field(
+        330.0, gt=0, validation_alias="HARK_DISPATCHER_UPSTREAM_TIMEOUT_SECONDS"
+    )
+    """Longest the dispatcher waits for a deployment's answer; keep it above HARK_SYNC_WAIT_SECONDS."""
+
+    expect_languages: str = Field("", validation_alias="HARK_EXPECT_LANGUAGES")
+    """Comma list of languages this API's workers must serve; checked at `hark api` start (exit 2 if not)."""
+
+    expect_workers_seconds: float | None = Field(None, ge=0, le=3600, validation_alias="HARK_EXPECT_WORKERS_SECONDS")
+    """How long `hark api` waits at start for its deployment's workers; default 60 s when
+    HARK_EXPECT_LANGUAGES is set. Unset and no expected languages: one look at the registry that only warns."""
+
+    @field_validator("expect_languages")
+    @classmethod
+    def _check_expected_languages(cls, value: str) -> str:
+        items = [lang.strip().lower() for lang in value.split(",") if lang.strip()]
+        bad = [lang for lang in items if not re.match(r"^[a-z]{2,3}$", lang)]
+        if bad:
+            raise ValueError(f"must be a comma list of ISO 639-1 codes such as en,de,hi (got {bad[0]!r})")
+        return value
+
+    @property
+    def expect_language_list(self) -> list[str]:
+        return [lang.strip().lower() for lang in self.expect_languages.split(",") if lang.strip()]
+
     @field_validator("deployment")
     @classmethod
     def _check_deployment(cls, value: str) -> str:

@@ -8,6 +8,8 @@ SIGTERM / Ctrl-C stop gracefully: workers finish the requests they hold (up to 3
 An API that would listen beyond loopback without HARK_API_KEYS or HARK_API_KEYS_FILE refuses to start
 (exit 2) unless authentication is switched off explicitly with HARK_AUTH=off, which is logged as a warning;
 so does a malformed keys file (every bad line is named).
+Before serving, the start-up check (:mod:`web.startup_check`) looks for this deployment's workers:
+a wrong HARK_DEPLOYMENT or workers missing a language of HARK_EXPECT_LANGUAGES exit 2.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from hark import multiproc_metrics
 from hark.logs import start_component
 from hark.settings import ConfigError, Settings
 from web.gunicorn_conf import capacity, gunicorn_options
+from web.startup_check import run_startup_check
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   ("api_workers", args.workers), ("api_threads", args.threads))
                  if value is not None}  # fmt: skip
     settings = start_component("api", **overrides)
-    if settings is None or not check_auth(settings):
+    if settings is None or not check_auth(settings) or not run_startup_check(settings):
         return 2
     options = gunicorn_options(settings)
     log.info("API of deployment %r on %s: %d worker(s) x %d threads = %d concurrent requests; sync wait %.0f s; "
