@@ -176,6 +176,9 @@ def test_probes_hit_real_endpoints_and_rollouts_drain(rendered: dict, variant: s
         assert ports["http"] == int(env["HARK_API_PORT"]) == 7100
         assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
         assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+        startup = container["startupProbe"]  # hark api waits for its workers before gunicorn answers /health
+        assert startup["httpGet"] == {"path": "/health", "port": "http"}
+        assert startup["periodSeconds"] * startup["failureThreshold"] > float(env["HARK_EXPECT_WORKERS_SECONDS"])
         assert hark_subcommands(container["command"]) == ["api"]
     for doc, container, env in _pods(rendered[variant], "worker"):
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
