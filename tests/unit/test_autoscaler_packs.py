@@ -12,7 +12,7 @@ import queue as queue_module
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 
 import pytest
 import redis
@@ -96,10 +96,8 @@ class Pack:
                 admission.__exit__(None, None, None)
                 self.held -= 1
                 self.processed += 1
-            try:
+            with suppress(TimeoutError):
                 self.connection.drain_events(timeout=0.02)
-            except TimeoutError:
-                pass
             self.capacities.append(self.scaler.capacity)
 
     def stop(self) -> None:
