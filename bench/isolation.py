@@ -37,7 +37,7 @@ from bench.deployment import LocalPlatform, free_port  # noqa: E402
 from bench.overhead import make_audio  # noqa: E402
 from bench.report import update_benchmarks  # noqa: E402
 from checkpoints.bundled import build_bundled  # noqa: E402
-from hark.broker import priority_queue_keys, queue_depth  # noqa: E402
+from hark.queue_depth import queue_depth, redis_lists  # noqa: E402
 from hark.queues import transcribe_queue, webhook_queue  # noqa: E402
 from hark.settings import load_settings  # noqa: E402
 
@@ -79,8 +79,8 @@ class QueueWatcher:
 
     def __init__(self, client: redis.Redis, deployment: str) -> None:
         self.client = client
-        self.keys = priority_queue_keys(deployment, transcribe_queue(deployment, CHECKPOINT))
-        self.keys += priority_queue_keys(deployment, webhook_queue(deployment))
+        self.keys = redis_lists(deployment, transcribe_queue(deployment, CHECKPOINT))
+        self.keys += redis_lists(deployment, webhook_queue(deployment))
         self.seen: set[str] = set()
         self.samples = 0
         self._stop = threading.Event()

@@ -9,8 +9,9 @@ Two levels, each driven only by the pack's own numbers, so one pack's load never
   ``HARK_AUTOSCALE_IDLE_SECONDS`` of quiet, and then by half of the unused capacity per quiet period.
 - **Pods** (:class:`PodAutoscaler`): the Kubernetes HPA's rule on the per-pod average of
   ``hark_worker_active_requests``: ``desired = ceil(total active / target)`` (within a 10 % tolerance),
-  scale-up at once, scale-down to the highest recommendation of the last stabilisation window. The
-  defaults are the Helm chart's ``packs[].autoscaling`` values (target 5, window 300 s).
+  scale-up at once, scale-down to the highest recommendation of the last stabilisation window, both
+  rate-limited by the chart's behaviour policies. The defaults are the Helm chart's ``autoscaling``
+  values (target 5 per pod, window 300 s, at most 4 pods added per 30 s and 1 removed per minute).
 
 ``workers.autoscaler`` applies :func:`next_capacity` in each model child; ``hark scale-sim`` replays a trace
 through both rules.
@@ -28,6 +29,10 @@ HPA_TARGET_ACTIVE_PER_POD = 5.0
 HPA_SCALE_DOWN_WINDOW_SECONDS = 300.0
 #: The HPA leaves replicas alone while current/target is within this of 1.0 (kube-controller-manager default).
 HPA_TOLERANCE = 0.1
+#: Helm behaviour policies: at most this many pods added per 30 s ...
+HPA_SCALE_UP_PODS_PER_30S = 4
+#: ... and removed per minute (``scaleDownPodsPerMinute``).
+HPA_SCALE_DOWN_PODS_PER_MINUTE = 1
 
 
 @dataclass(frozen=True)
@@ -85,13 +90,18 @@ class PodAutoscaler:
         min_replicas: Fewest pods.
         max_replicas: Most pods.
         scale_down_window: Seconds of recommendations whose maximum is used when scaling down.
+        scale_up_pods_per_30s: Most pods added within any 30 s.
+        scale_down_pods_per_minute: Most pods removed within any 60 s.
     """
 
     target: float = HPA_TARGET_ACTIVE_PER_POD
     min_replicas: int = 1
     max_replicas: int = 10
     scale_down_window: float = HPA_SCALE_DOWN_WINDOW_SECONDS
+    scale_up_pods_per_30s: int = HPA_SCALE_UP_PODS_PER_30S
+    scale_down_pods_per_minute: int = HPA_SCALE_DOWN_PODS_PER_MINUTE
     _history: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
+    _changes: list[tuple[float, int]] = field(default_factory=list, repr=False)
 
     def desired(self, total_active: float, current: int) -> int:
         """The raw HPA recommendation for `total_active` requests on `current` pods (no stabilisation)."""
@@ -102,14 +112,23 @@ class PodAutoscaler:
         return self._bound(math.ceil(total_active / self.target))
 
     def step(self, now: float, total_active: float, current: int) -> int:
-        """Replicas after one evaluation at time `now` (seconds): up at once, down to the window's maximum."""
+        """Replicas after one evaluation at time `now` (seconds): up at once, down to the window's maximum,
+        each within its rate policy."""
         recommendation = self.desired(total_active, current)
         self._history.append((now, recommendation))
         while self._history and now - self._history[0][0] > self.scale_down_window:
             self._history.popleft()
-        if recommendation >= current:
-            return recommendation
-        return min(current, max(r for _, r in self._history))
+        wanted = recommendation if recommendation >= current else min(current, max(r for _, r in self._history))
+        self._changes = [(t, d) for t, d in self._changes if now - t < 60]
+        if wanted > current:
+            added = sum(d for t, d in self._changes if d > 0 and now - t < 30)
+            wanted = min(wanted, current + max(0, self.scale_up_pods_per_30s - added))
+        elif wanted < current:
+            removed = -sum(d for _, d in self._changes if d < 0)
+            wanted = max(wanted, current - max(0, self.scale_down_pods_per_minute - removed))
+        if wanted != current:
+            self._changes.append((now, wanted - current))
+        return wanted
 
     def _bound(self, replicas: int) -> int:
         return min(self.max_replicas, max(self.min_replicas, replicas))

@@ -11,10 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
-from kombu.transport.redis import PRIORITY_STEPS
-from kombu.transport.redis import Channel as _RedisChannel
-
 from hark.queues import default_queue, redis_key
 from hark.settings import Settings
 
@@ -27,20 +23,6 @@ def broker_key_prefix(deployment: str) -> str:
 def queue_key(deployment: str, queue: str) -> str:
     """The Redis list holding `queue`'s waiting messages (for ``LLEN`` in tools and tests)."""
     return broker_key_prefix(deployment) + queue
-
-
-def priority_queue_keys(deployment: str, queue: str) -> list[str]:
-    """Every Redis list of `queue`: kombu keeps one per priority step (``<key>``, ``<key>\\x06\\x163``...)."""
-    base = queue_key(deployment, queue)
-    return [base if step == 0 else f"{base}{_RedisChannel.sep}{step}" for step in PRIORITY_STEPS]
-
-
-def queue_depth(client: redis.Redis, deployment: str, queue: str) -> int:
-    """Messages waiting in `queue` (all its priority lists), not counting those a worker holds."""
-    pipe = client.pipeline(transaction=False)
-    for key in priority_queue_keys(deployment, queue):
-        pipe.llen(key)
-    return sum(int(size) for size in pipe.execute())
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:

@@ -27,7 +27,9 @@ from pathlib import Path
 import yaml
 
 from hark.autoscale import (
+    HPA_SCALE_DOWN_PODS_PER_MINUTE,
     HPA_SCALE_DOWN_WINDOW_SECONDS,
+    HPA_SCALE_UP_PODS_PER_30S,
     HPA_TARGET_ACTIVE_PER_POD,
     CapacityLimits,
     PodAutoscaler,
@@ -53,6 +55,8 @@ class PackModel:
     target: float = HPA_TARGET_ACTIVE_PER_POD
     """packs[].autoscaling target average of hark_worker_active_requests per pod."""
     scale_down_window: float = HPA_SCALE_DOWN_WINDOW_SECONDS
+    scale_up_pods_per_30s: int = HPA_SCALE_UP_PODS_PER_30S
+    scale_down_pods_per_minute: int = HPA_SCALE_DOWN_PODS_PER_MINUTE
     min_replicas: int = 1
     max_replicas: int = 10
     hpa_period_seconds: float = 15.0
@@ -161,7 +165,8 @@ def simulate_pack(arrivals: dict[int, int], model: PackModel, duration: int) -> 
     """Run one pack for `duration` seconds (one-second steps)."""
     limits = CapacityLimits.clamped(model.floor, model.budget, model.idle_seconds)
     hpa = PodAutoscaler(target=model.target, min_replicas=model.min_replicas, max_replicas=model.max_replicas,
-                        scale_down_window=model.scale_down_window)  # fmt: skip
+                        scale_down_window=model.scale_down_window, scale_up_pods_per_30s=model.scale_up_pods_per_30s,
+                        scale_down_pods_per_minute=model.scale_down_pods_per_minute)  # fmt: skip
     pods = [_new_pod(limits, model, 0.0) for _ in range(model.min_replicas)]
     queue: deque[float] = deque()
     series = PackSeries()

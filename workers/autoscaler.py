@@ -27,7 +27,7 @@ from typing import Protocol
 import redis
 
 from hark.autoscale import CapacityLimits, next_capacity
-from hark.broker import queue_depth
+from hark.queue_depth import queue_depth
 from hark.queues import transcribe_queue
 
 logger = logging.getLogger(__name__)

@@ -46,13 +46,24 @@ def test_limits_clamp_a_floor_above_a_small_budget() -> None:
 
 
 def test_hpa_scales_up_at_once_and_down_only_after_the_window() -> None:
-    hpa = PodAutoscaler(target=5, min_replicas=1, max_replicas=10, scale_down_window=300)
+    hpa = PodAutoscaler(target=5, min_replicas=1, max_replicas=10, scale_down_window=300,
+                        scale_up_pods_per_30s=100, scale_down_pods_per_minute=100)  # fmt: skip
     assert hpa.step(0, total_active=4, current=1) == 1
     assert hpa.step(15, total_active=23, current=1) == 5  # ceil(23 / 5)
     assert hpa.step(30, total_active=200, current=5) == 10  # max replicas
     assert hpa.step(45, total_active=2, current=10) == 10  # the window remembers 10
     assert hpa.step(329, total_active=2, current=10) == 10  # 299 s after the recommendation of 10
     assert hpa.step(331, total_active=2, current=10) == 1  # 301 s after: only low recommendations are left
+
+
+def test_hpa_rate_policies_of_the_chart() -> None:
+    hpa = PodAutoscaler(target=5, max_replicas=20, scale_down_window=0)  # 4 pods per 30 s up, 1 per minute down
+    assert hpa.step(0, total_active=100, current=1) == 5
+    assert hpa.step(15, total_active=100, current=5) == 5  # 4 added within the last 30 s already
+    assert hpa.step(30, total_active=100, current=5) == 9
+    assert hpa.step(100, total_active=0, current=9) == 8
+    assert hpa.step(130, total_active=0, current=8) == 8  # one removed within the last minute
+    assert hpa.step(160, total_active=0, current=8) == 7
 
 
 def test_hpa_tolerance_keeps_replicas_near_the_target() -> None:

@@ -20,7 +20,8 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.common import QoS
 
 from hark.autoscale import CapacityLimits
-from hark.broker import broker_key_prefix, queue_depth
+from hark.broker import broker_key_prefix
+from hark.queue_depth import queue_depth
 from hark.queues import transcribe_queue
 from tests.processes import flush_deployment, new_deployment_name
 from tests.unit.test_workers_executor import FakeEngine
