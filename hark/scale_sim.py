@@ -264,9 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     results = simulate(trace, models, args.duration)
     print(format_table(results))
     if args.out:
-        from hark.scale_sim_plot import plot
+        try:
+            from hark.scale_sim_plot import plot
 
-        plot(results, models, args.out, title=args.trace.name)
+            plot(results, models, args.out, title=args.trace.name)
+        except ImportError:
+            print("hark scale-sim: --out needs matplotlib (pip install 'hark[sim]')", file=sys.stderr)
+            return 2
         print(f"wrote {args.out}")
     return 0
 
