@@ -34,26 +34,34 @@ class LocalPlatform:
         model_dir: The checkpoint the worker serves (``MODEL_URL``).
         workdir: Where Redis keeps its files and the worker and API write their logs.
         deployment: ``HARK_DEPLOYMENT``.
-        **env: Further ``HARK_*`` settings (threads, lanes, slots...).
+        redis_url: A Redis to share with other deployments; None starts a private one.
+        cpus: Pin the worker and the API (and their children) to these CPU cores; None leaves them free.
+        **env: Further settings (``HARK_*`` threads, lanes, slots, ``HARK_LOG_LEVEL``...).
     """
 
-    def __init__(self, model_dir: Path, workdir: Path, deployment: str, **env: str) -> None:
-        redis_port, self.port = free_port(), free_port()
-        self.env = dict(os.environ, HF_HUB_OFFLINE="1", REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
-                        HARK_DEPLOYMENT=deployment, MODEL_URL=str(model_dir), HARK_API_HOST="127.0.0.1",
-                        HARK_API_PORT=str(self.port), HARK_LOG_LEVEL="WARNING", HARK_WORKER_METRICS_HOST="127.0.0.1",
-                        HARK_WORKER_METRICS_PORT=str(free_port()), **env)  # fmt: skip
+    def __init__(self, model_dir: Path, workdir: Path, deployment: str, redis_url: str | None = None,
+                 cpus: set[int] | None = None, **env: str) -> None:  # fmt: skip
+        self.port = free_port()
+        self.processes: list[subprocess.Popen] = []
+        if redis_url is None:
+            redis_port = free_port()
+            redis_url = f"redis://127.0.0.1:{redis_port}/0"
+            self.processes.append(subprocess.Popen(
+                [shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--save", "",
+                 "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL))  # fmt: skip
+            time.sleep(0.5)
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "REDIS_URL": redis_url, "HARK_DEPLOYMENT": deployment,
+                    "MODEL_URL": str(model_dir), "HARK_API_HOST": "127.0.0.1", "HARK_API_PORT": str(self.port),
+                    "HARK_LOG_LEVEL": "WARNING", "HARK_WORKER_METRICS_HOST": "127.0.0.1",
+                    "HARK_WORKER_METRICS_PORT": str(free_port()), **env}  # fmt: skip
         self.env.pop("HARK_API_KEYS", None)
         self.logs = workdir
         self.url = f"http://127.0.0.1:{self.port}"
-        self.processes = [subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--save", "",
-             "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)]  # fmt: skip
-        time.sleep(0.5)
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None  # inherited by every child process
         for role in ("worker", "api"):
             log = (workdir / f"{role}.log").open("w")
             self.processes.append(subprocess.Popen([sys.executable, "-m", "hark.cli", role], env=self.env, cwd=ROOT,
-                                                   stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
+                                                   stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin))  # fmt: skip
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -71,7 +79,7 @@ class LocalPlatform:
     @property
     def worker_pid(self) -> int:
         """The pid of the ``hark worker`` supervisor."""
-        return self.processes[1].pid
+        return self.processes[-2].pid
 
     def post(self, audio: bytes, timeout: float) -> requests.Response:
         """``POST /waves/v1/stt/?model=pulse&language=en`` with `audio`; raises on an error status."""

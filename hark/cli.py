@@ -11,6 +11,7 @@
     hark keys add|list|remove API keys file (hashed, named; rotation without restart)
     hark route                print and check the cross-deployment route map (HARK_ROUTES)
     hark dispatcher           forward requests to the deployment serving their language (port 7000)
+    hark scale-sim TRACE.csv  replay a trace through the packs' autoscaling rules (--out PNG)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("hark.commands.keys", "add, list and remove API keys in HARK_API_KEYS_FILE (stored hashed)"),
     "route": ("hark.commands.route", "print the cross-deployment route map (HARK_ROUTES) and check it against /ready"),
     "dispatcher": ("dispatcher.server", "serve the language dispatcher: forwards requests to the routed deployment"),
+    "scale-sim": ("hark.scale_sim", "replay an arrival trace through the packs' autoscaling rules and plot it"),
 }
 
 

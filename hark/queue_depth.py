@@ -35,6 +35,14 @@ def redis_lists(deployment: str, queue: str) -> list[str]:
     return [base if step == 0 else f"{base}{Channel.sep}{step}" for step in PRIORITY_STEPS]
 
 
+def queue_depth(client: redis.Redis, deployment: str, queue: str) -> int:
+    """Messages waiting in one queue of `deployment` (all priority lists), not counting those a worker holds."""
+    pipe = client.pipeline(transaction=False)
+    for name in redis_lists(deployment, queue):
+        pipe.llen(name)
+    return sum(int(length) for length in pipe.execute())
+
+
 def deployment_queues(client: redis.Redis, deployment: str) -> list[str]:
     """The deployment's queues: one per catalogued checkpoint, then webhooks and default."""
     checkpoints = [transcribe_queue(deployment, c.name) for c in registry.catalog(client, deployment)]

@@ -130,6 +130,9 @@ class InstanceRecord(_Wire):
     queue: str
     checkpoint: CheckpointInfo
     slots: int
+    """The checkpoint's slot budget (128/64/48 or HARK_CONCURRENCY_PER_CHECKPOINT)."""
+    capacity: int | None = None
+    """What the worker holds at most right now when autoscaling (HARK_AUTOSCALE=on); None = `slots`."""
     in_flight: int = 0
     started_at: float
     heartbeat_at: float

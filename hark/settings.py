@@ -389,6 +389,28 @@ class Settings(BaseSettings):
     def expect_language_list(self) -> list[str]:
         return [lang.strip().lower() for lang in self.expect_languages.split(",") if lang.strip()]
 
+    # --- in-host autoscaling per pack (docs/scaling.md) -------------------------------
+    autoscale: Literal["on", "off"] = Field("off", validation_alias="HARK_AUTOSCALE")
+    """on: each checkpoint's capacity (messages its child holds, and admissions) moves between
+    HARK_AUTOSCALE_MIN and its slot budget with the pack's own queue depth; off: always the full budget."""
+
+    autoscale_min: int = Field(4, ge=1, le=1024, validation_alias="HARK_AUTOSCALE_MIN")
+    """Capacity floor per checkpoint when autoscaling (capped at the checkpoint's slot budget)."""
+
+    autoscale_idle_seconds: float = Field(30.0, gt=0, le=3600, validation_alias="HARK_AUTOSCALE_IDLE_SECONDS")
+    """Quiet time (empty queue, capacity not all used, no change) before capacity steps down."""
+
+    autoscale_interval_seconds: float = Field(
+        0.5, ge=0.05, le=60, validation_alias="HARK_AUTOSCALE_INTERVAL_SECONDS"
+    )
+    """How often the scaler reads the queue depth and in-flight count and adjusts capacity."""
+
+    @field_validator("autoscale", mode="before")
+    @classmethod
+    def _parse_autoscale(cls, value: object) -> object:
+        text = str(value).strip().lower()
+        return {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}.get(text, text)
+
     @field_validator("deployment")
     @classmethod
     def _check_deployment(cls, value: str) -> str:

@@ -36,7 +36,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -48,6 +48,10 @@ from hark.settings import Settings
 from workers import context as worker_context
 from workers.device import DevicePlan, apply_cuda_alloc_conf
 from workers.reaper import Reaper
+
+if TYPE_CHECKING:
+    from workers.autoscaler import PackScaler
+    from workers.executor import CheckpointExecutor
 
 logger = logging.getLogger("workers.child")
 
@@ -62,8 +66,10 @@ class Heartbeat:
     """Announces one instance in the registry until stopped; watches for the supervisor's death."""
 
     def __init__(self, client: redis.Redis, record: InstanceRecord, settings: Settings,
-                 in_flight: Callable[[], int], parent_pid: int | None = None) -> None:  # fmt: skip
+                 in_flight: Callable[[], int], parent_pid: int | None = None,
+                 capacity: Callable[[], int | None] = lambda: None) -> None:  # fmt: skip
         self.client = client
+        self.capacity = capacity
         self.record = record
         self.interval = settings.heartbeat_seconds
         self.ttl = settings.worker_ttl_seconds
@@ -79,7 +85,8 @@ class Heartbeat:
 
     def beat(self) -> None:
         """Announce (or renew) the instance now."""
-        self.record = self.record.model_copy(update={"in_flight": self.in_flight(), "heartbeat_at": time.time()})
+        self.record = self.record.model_copy(update={"in_flight": self.in_flight(), "capacity": self.capacity(),
+                                                     "heartbeat_at": time.time()})  # fmt: skip
         registry.announce(self.client, self.record, self.ttl)
 
     def _loop(self) -> None:
@@ -186,13 +193,17 @@ def run_model_child(args: argparse.Namespace, settings: Settings) -> int:
     record = InstanceRecord(deployment=settings.deployment, worker_id=args.worker_id, host=socket.gethostname(),
                             pid=os.getpid(), queue=queue, checkpoint=info, slots=args.slots, in_flight=0,
                             started_at=now, heartbeat_at=now)  # fmt: skip
-    heartbeat = Heartbeat(client, record, settings, lambda: executor.in_flight, parent_pid=os.getppid())
-    _connect_signals(heartbeat, lambda: executor.begin_drain(settings.shutdown_grace_seconds))
+    scaler = _make_scaler(settings, client, manifest.name, executor)
+    heartbeat = Heartbeat(client, record, settings, lambda: executor.in_flight, parent_pid=os.getppid(),
+                          capacity=(lambda: scaler.capacity) if scaler else (lambda: None))  # fmt: skip
+    _connect_signals(heartbeat, lambda: executor.begin_drain(settings.shutdown_grace_seconds), scaler)
     logger.info("serving %s on queue %s with %d slot(s)", manifest.label, queue, args.slots,
                 extra={"checkpoint": manifest.label, "queue": queue, "worker_id": args.worker_id})  # fmt: skip
     try:
         code = app.start(argv=_celery_argv(settings, queue, args.slots, f"{manifest.name}@{args.worker_id}"))
     finally:
+        if scaler is not None:
+            scaler.stop()
         heartbeat.stop(withdraw=True)
         executor.close(wait=False)
         worker_context.clear()
@@ -236,14 +247,36 @@ def run_webhook_child(args: argparse.Namespace, settings: Settings) -> int:
     return int(code or 0)
 
 
-def _connect_signals(heartbeat: Heartbeat, drain: Callable[[], None]) -> None:
-    """Announce when Celery consumes; on shutdown start draining the executor and withdraw at once."""
+def _make_scaler(settings: Settings, client: redis.Redis, checkpoint: str, executor: CheckpointExecutor,
+                 ) -> PackScaler | None:  # fmt: skip
+    """The checkpoint's in-host scaler (``HARK_AUTOSCALE=on``), or None for today's fixed capacity."""
+    if settings.autoscale != "on":
+        return None
+    from celery.worker import state as celery_state
+
+    from hark.autoscale import CapacityLimits
+    from workers.autoscaler import PackScaler
+
+    limits = CapacityLimits.clamped(settings.autoscale_min, executor.slots, settings.autoscale_idle_seconds)
+    # Held = reserved by Celery (delivered, maybe not admitted yet) or admitted: never scale below it.
+    return PackScaler(client, settings.deployment, checkpoint, executor, limits,
+                      held=lambda: max(executor.in_flight, len(celery_state.reserved_requests)),
+                      interval=settings.autoscale_interval_seconds)  # fmt: skip
+
+
+def _connect_signals(heartbeat: Heartbeat, drain: Callable[[], None], scaler: PackScaler | None = None) -> None:
+    """Announce (and start scaling) when Celery consumes; on shutdown drain the executor and withdraw at once."""
     from celery.signals import worker_ready, worker_shutting_down
 
-    def on_ready(**_kwargs: object) -> None:
+    def on_ready(sender: Any = None, **_kwargs: object) -> None:
+        if scaler is not None and sender is not None:
+            scaler.prefetch = lambda: getattr(sender, "qos", None)  # replaced by Celery on each reconnect
+            scaler.start()
         heartbeat.start()
 
     def on_shutting_down(**_kwargs: object) -> None:
+        if scaler is not None:
+            scaler.stop(wait=False)  # a signal handler: do not block
         # Called from Celery's signal handler: the drain (locks, a timer) runs in a thread of its own.
         threading.Thread(target=drain, name="hark-drain-start", daemon=True).start()
         heartbeat.stop(withdraw=True)

@@ -5,7 +5,9 @@ Two limits, two mechanisms:
 - **Slots** (128/64/48, or ``HARK_CONCURRENCY_PER_CHECKPOINT``): requests a worker child holds for
   the checkpoint at once. Celery already enforces them (``-c <slots>``, prefetch 1), so extra jobs
   wait in the queue; :meth:`CheckpointExecutor.admit` counts them (``in_flight``, announced in the
-  registry) and refuses an admission beyond the limit as a safety net.
+  registry) and refuses an admission beyond the limit as a safety net. With ``HARK_AUTOSCALE=on`` the
+  pack's scaler (:mod:`workers.autoscaler`) moves the limit (:meth:`CheckpointExecutor.set_capacity`)
+  together with Celery's prefetch, between ``HARK_AUTOSCALE_MIN`` and the slots.
 - **Lanes** (``HARK_ENGINE_WORKERS``): engine calls that run at once. Admitted requests
   :meth:`~CheckpointExecutor.submit` their *encoded* audio and get a :class:`Submission`; ``lanes``
   dispatcher threads run them. The audio is decoded by the engine on the lane, a bounded window at a
@@ -218,6 +220,7 @@ class CheckpointExecutor:
         self.slots = slots
         self.lanes = lanes
         self._lock = threading.Lock()
+        self._capacity = slots
         self._in_flight = 0
         self._on_in_flight = on_in_flight
         self._running = 0
@@ -237,6 +240,23 @@ class CheckpointExecutor:
         """Requests admitted and not finished (what the registry announces)."""
         with self._lock:
             return self._in_flight
+
+    @property
+    def capacity(self) -> int:
+        """Admissions allowed at once now: ``slots`` unless the pack's scaler lowered it (``HARK_AUTOSCALE``)."""
+        with self._lock:
+            return self._capacity
+
+    def set_capacity(self, capacity: int) -> None:
+        """Allow `capacity` admissions at once (1..``slots``); requests already admitted keep their slot.
+
+        Raises:
+            ValueError: `capacity` is outside ``1..slots``.
+        """
+        if not 1 <= capacity <= self.slots:
+            raise ValueError(f"capacity must be within 1..{self.slots} (got {capacity})")
+        with self._lock:
+            self._capacity = capacity
 
     @property
     def running(self) -> int:
@@ -271,8 +291,8 @@ class CheckpointExecutor:
         with self._lock:
             if self._closed:
                 raise ExecutorClosed("the executor is closed")
-            if self._in_flight >= self.slots:
-                raise SlotsExhausted(f"all {self.slots} slots are in use")
+            if self._in_flight >= self._capacity:
+                raise SlotsExhausted(f"all {self._capacity} slots are in use (budget {self.slots})")
             self._in_flight += 1
             self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
             self._report_in_flight()
