@@ -28,6 +28,10 @@ Engine choices, in one place:
   temperature fallback, a token cap), finals decode like the batch path. Segments Whisper itself rates
   as probably not speech (high ``no_speech_prob`` with a low ``avg_logprob``) are dropped, stricter than
   faster-whisper's own rule, since a live session would show the invented words at once.
+- **Batches.** :meth:`WhisperEngine.transcribe_many` runs several requests at once, each through the
+  solo :meth:`~WhisperEngine.transcribe` in a thread of its own, their 30 s windows meeting at the
+  encoder for one batched encode (:mod:`workers.encoder_batch`): results are the solo ones, and a
+  member's error, timeout or cancellation is its own. It pays on a GPU; on a CPU it was measured not to.
 - **Words.** Word timestamps are made monotonic, non-overlapping and clamped inside the audio;
   confidence is the word probability clamped to 0..1.
 """
@@ -37,17 +41,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from faster_whisper import WhisperModel
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from hark.schemas import Keyword, TranscriptionOptions
 from workers.audio import AudioSource, PcmAudio
 from workers.device import DevicePlan
-from workers.executor import CancelToken
+from workers.encoder_batch import EncoderMeeting, MeetingWhisperModel
+from workers.executor import BatchDone, BatchRequest, CancelToken
 from workers.transcript import SegmentOut, Transcript, WordOut
 from workers.utterance import DecodeRequest, DecodeResult
 
@@ -83,6 +88,11 @@ MIN_UTTERANCE_SAMPLES = SAMPLE_RATE // 10
 #: Mel frames of Whisper's 30 s input window; a batched partial's audio must fit in it.
 WHISPER_FRAMES = 3000
 BATCH_MAX_SAMPLES = 30 * SAMPLE_RATE - 1
+#: Longest a batch member waits at the encoder for the others (they arrive after their own VAD and
+#: features; a member busy decoding a window makes the others encode without it after this).
+ENCODER_MEET_SECONDS = 0.25
+#: Threads running batch members beside the lane's own (they wait on the encoder or on CTranslate2).
+BATCH_THREADS = 64
 
 
 @dataclass
@@ -133,7 +143,8 @@ class WhisperEngine:
         self.window_seconds = window_seconds
         self._cut_vad = VadOptions(max_speech_duration_s=min(CUT_MAX_SPEECH_SECONDS, window_seconds / 2))
         started = time.perf_counter()
-        self.model = WhisperModel(
+        self._batch_pool: ThreadPoolExecutor | None = None
+        self.model = MeetingWhisperModel(
             str(model_path),
             device=plan.device,
             compute_type=plan.compute_type,
@@ -196,6 +207,44 @@ class WhisperEngine:
             segments=progress.segments,
             words=sanitize_words(progress.words, duration),
         )
+
+    def transcribe_many(self, requests: Sequence[BatchRequest], done: BatchDone,
+                        encoder_wait: float = ENCODER_MEET_SECONDS) -> None:  # fmt: skip
+        """Transcribe several requests together: their windows share batched encoder calls.
+
+        Each request runs :meth:`transcribe` unchanged in a thread of its own (the first on the caller's);
+        `done` is called as each ends, with its transcript or its own error.
+
+        Args:
+            requests: ``(audio, options, cancel)`` per member.
+            done: ``done(index, transcript, None)`` or ``done(index, None, error)``.
+            encoder_wait: Longest a member waits at the encoder for the others.
+        """
+        meeting = EncoderMeeting(len(requests), encoder_wait, self.model.encode_batch)
+
+        def run(index: int) -> None:
+            audio, options, token = requests[index]
+            meeting.join()
+            try:
+                transcript = self.transcribe(audio, options, token)
+            except BaseException as error:
+                meeting.leave()
+                done(index, None, error)
+            else:
+                meeting.leave()
+                done(index, transcript, None)
+            finally:
+                meeting.part()
+
+        if self._batch_pool is None:
+            self._batch_pool = ThreadPoolExecutor(BATCH_THREADS, thread_name_prefix="hark-batch")
+        others = [self._batch_pool.submit(run, index) for index in range(1, len(requests))]
+        if requests:
+            run(0)
+        for future in others:
+            future.result()
+        logger.debug("batch of %d: encoder calls of %s", len(requests), meeting.batches,
+                     extra={"checkpoint": self.label})  # fmt: skip
 
     def _transcribe_window(self, samples: np.ndarray, offset: int, progress: _Progress,
                            options: TranscriptionOptions, token: CancelToken, final: bool) -> None:  # fmt: skip
