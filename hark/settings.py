@@ -156,6 +156,21 @@ class Settings(BaseSettings):
 
     beam_size: int = Field(1, ge=1, le=10, validation_alias="HARK_BEAM_SIZE")
 
+    # --- scheduler (docs/scheduler.md) ------------------------------------------------
+    scheduler: Literal["batch", "lanes"] = Field("batch", validation_alias="HARK_SCHEDULER")
+    """batch: every lane (CTranslate2 replica) gets all the cores (``HARK_CPU_THREADS`` default = cores per
+    checkpoint), so a lone request runs on all of them, and same-options requests may share one batched
+    encoder call (``HARK_MAX_BATCH``); lanes: the cores split between the lanes, no batching (before issue 10).
+    Both take work first-come-first-served from one queue."""
+
+    max_batch: int = Field(0, ge=0, le=64, validation_alias="HARK_MAX_BATCH")
+    """Requests run as one batched engine call at most (scheduler=batch). 0 = by device: 1 on CPU (a batched
+    encoder was measured slower per item there), on CUDA sized from free GPU memory and a measured per-item cost."""
+
+    batch_wait_ms: float = Field(5.0, ge=0, le=200, validation_alias="HARK_BATCH_WAIT_MS")
+    """How long a lane collects same-options requests for a batch before running what it has (only when
+    a batch can form: HARK_MAX_BATCH above 1); a lone request pays at most this."""
+
     concurrency_per_checkpoint: int | None = Field(
         None, ge=1, le=1024, validation_alias="HARK_CONCURRENCY_PER_CHECKPOINT"
     )

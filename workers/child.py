@@ -51,6 +51,7 @@ from workers.reaper import Reaper
 
 if TYPE_CHECKING:
     from workers.autoscaler import PackScaler
+    from workers.engine import WhisperEngine
     from workers.executor import CheckpointExecutor
 
 logger = logging.getLogger("workers.child")
@@ -182,7 +183,9 @@ def run_model_child(args: argparse.Namespace, settings: Settings) -> int:
                           compute_type=plan.compute_type, device=plan.device)  # fmt: skip
     queue = transcribe_queue(settings.deployment, manifest.name)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
-    executor = CheckpointExecutor(engine, slots=args.slots, lanes=plan.lanes, on_in_flight=active.set)
+    executor = CheckpointExecutor(engine, slots=args.slots, lanes=plan.lanes, on_in_flight=active.set,
+                                  max_batch=_max_batch(settings, plan, engine),
+                                  batch_wait=settings.batch_wait_ms / 1000)  # fmt: skip
     worker_context.install(worker_context.WorkerContext(
         settings=settings, redis=client, store=worker_context.make_store(settings, client),
         worker_id=args.worker_id, checkpoint=info, executor=executor,
@@ -213,6 +216,22 @@ def run_model_child(args: argparse.Namespace, settings: Settings) -> int:
                        executor.running)  # fmt: skip
         _exit_now(int(code or 0))
     return int(code or 0)
+
+
+def _max_batch(settings: Settings, plan: DevicePlan, engine: WhisperEngine) -> int:
+    """Requests per batched engine call (``HARK_MAX_BATCH``; on CUDA sized from free memory and a measured
+    per-item cost, see :func:`workers.device.batch_size`); 1 with ``HARK_SCHEDULER=lanes``."""
+    if settings.scheduler == "lanes":
+        return 1
+    from workers.device import batch_size, gpu_memory_info
+
+    if settings.max_batch or plan.device != "cuda":
+        return batch_size(plan.device, settings.max_batch)
+    item_bytes = engine.measure_item_bytes()
+    memory = gpu_memory_info()
+    chosen = batch_size(plan.device, 0, free_bytes=memory[0] if memory else None, item_bytes=item_bytes)
+    logger.info("batch size %d (free GPU memory %s, %s bytes per item)", chosen, memory and memory[0], item_bytes)
+    return chosen
 
 
 def run_webhook_child(args: argparse.Namespace, settings: Settings) -> int:

@@ -180,15 +180,43 @@ def inference_lanes(device: str, engine_workers: int) -> int:
     return 2 if device == "cpu" else 1
 
 
-def threads_per_lane(cpu_threads: int, cores: int, lanes: int, checkpoints: int = 1) -> int:
+def threads_per_lane(cpu_threads: int, cores: int, lanes: int, checkpoints: int = 1, *,
+                     all_cores: bool = False) -> int:  # fmt: skip
     """CTranslate2 threads per lane: ``HARK_CPU_THREADS``, else the cores shared by every lane.
 
     Every lane of every checkpoint of the worker runs on the same cores, so the default divides
-    them all: ``max(1, cores // (lanes × checkpoints))``.
+    them all: ``max(1, cores // (lanes × checkpoints))``. With `all_cores` (``HARK_SCHEDULER=batch``)
+    each lane gets the checkpoint's whole share, ``cores // checkpoints``: a lone request runs on every
+    core, and under load the lanes' threads share them (measured faster on 2 cores, docs/scheduler.md).
     """
     if cpu_threads > 0:
         return cpu_threads
+    if all_cores:
+        return max(1, cores // max(1, checkpoints))
     return max(1, cores // max(1, lanes * max(1, checkpoints)))
+
+
+#: Largest batch the automatic CUDA sizing picks (the encoder's gain flattens well before).
+MAX_AUTO_BATCH = 16
+#: Per-item GPU memory assumed when it cannot be measured (a 30 s window through a large model).
+DEFAULT_ITEM_BYTES = 192 * 1024 * 1024
+
+
+def batch_size(device: str, requested: int, *, free_bytes: int | None = None, item_bytes: int | None = None,
+               fraction: float = 0.5, cap: int = MAX_AUTO_BATCH) -> int:  # fmt: skip
+    """Requests per batched engine call: ``HARK_MAX_BATCH``, else 1 on CPU, else from GPU memory.
+
+    On CUDA the batch is what `fraction` of the free memory (``torch.cuda.mem_get_info`` after the model
+    is loaded and warmed up) holds at `item_bytes` per item (measured by the engine, or
+    :data:`DEFAULT_ITEM_BYTES`), within ``1..cap``. On a CPU a batch was measured to cost more per item
+    than running the items one after another, so it stays 1.
+    """
+    if requested > 0:
+        return requested
+    if device != "cuda" or free_bytes is None:
+        return 1
+    per_item = item_bytes if item_bytes and item_bytes > 0 else DEFAULT_ITEM_BYTES
+    return max(1, min(cap, int(free_bytes * fraction) // per_item))
 
 
 def plan_device(
@@ -202,6 +230,7 @@ def plan_device(
     cores: int,
     checkpoints: int = 1,
     supported: Iterable[str] | None = None,
+    all_cores: bool = False,
 ) -> DevicePlan:
     """Every device decision for one checkpoint, from settings and hardware facts.
 
@@ -215,6 +244,7 @@ def plan_device(
         cores: Usable CPU cores.
         checkpoints: Checkpoints the worker serves (they share the cores).
         supported: Compute types supported on the chosen device, if known.
+        all_cores: Each lane gets all the checkpoint's cores (``HARK_SCHEDULER=batch``).
 
     Returns:
         The plan.
@@ -225,7 +255,7 @@ def plan_device(
         device=device,
         compute_type=select_compute_type(device, requested_compute_type, manifest_default, supported),
         lanes=lanes,
-        cpu_threads=threads_per_lane(cpu_threads, cores, lanes, checkpoints),
+        cpu_threads=threads_per_lane(cpu_threads, cores, lanes, checkpoints, all_cores=all_cores),
     )
 
 

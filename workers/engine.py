@@ -246,6 +246,21 @@ class WhisperEngine:
         logger.debug("batch of %d: encoder calls of %s", len(requests), meeting.batches,
                      extra={"checkpoint": self.label})  # fmt: skip
 
+    def measure_item_bytes(self, items: int = 2) -> int | None:
+        """GPU memory one batch item costs: free memory before and after a batched encode of `items`
+        empty windows, per item (CUDA only; None on a CPU or when torch cannot tell)."""
+        if self.plan.device != "cuda":
+            return None
+        from workers.device import gpu_memory_info
+
+        before = gpu_memory_info()
+        mels = self.model.feature_extractor.mel_filters.shape[0]
+        self.model.encode_batch(np.zeros((items, mels, WHISPER_FRAMES), dtype=np.float32))
+        after = gpu_memory_info()
+        if before is None or after is None:
+            return None
+        return max(0, before[0] - after[0]) // items or None
+
     def _transcribe_window(self, samples: np.ndarray, offset: int, progress: _Progress,
                            options: TranscriptionOptions, token: CancelToken, final: bool) -> None:  # fmt: skip
         """Transcribe one window (``offset`` samples into the audio) into `progress`."""
