@@ -144,6 +144,8 @@ class WhisperEngine:
         self._cut_vad = VadOptions(max_speech_duration_s=min(CUT_MAX_SPEECH_SECONDS, window_seconds / 2))
         started = time.perf_counter()
         self._batch_pool: ThreadPoolExecutor | None = None
+        self.last_encoder_batches: list[int] = []
+        """Sizes of the encoder calls of the latest :meth:`transcribe_many` (logs, tests)."""
         self.model = MeetingWhisperModel(
             str(model_path),
             device=plan.device,
@@ -243,6 +245,7 @@ class WhisperEngine:
             run(0)
         for future in others:
             future.result()
+        self.last_encoder_batches = list(meeting.batches)
         logger.debug("batch of %d: encoder calls of %s", len(requests), meeting.batches,
                      extra={"checkpoint": self.label})  # fmt: skip
 

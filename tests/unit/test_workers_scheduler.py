@@ -1,0 +1,233 @@
+"""The scheduler: FIFO order from admission to lane, bounded batch collection, grouping by options,
+members leaving a batch on their own (timeout, cancel, drain), batch sizing; batched results equal
+solo ones on the real tiny.en checkpoint."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from checkpoints.manifest import load_manifest
+from hark.schemas import Keyword, TranscriptionOptions
+from tests.audio import ENGLISH_SENTENCES, AudioFactory
+from tests.conftest import Checkpoints
+from tests.e2e.helpers import wer
+from workers.audio import AudioSource, EncodedAudio, PcmAudio
+from workers.device import DEFAULT_ITEM_BYTES, DevicePlan, batch_size, threads_per_lane
+from workers.executor import (
+    BatchDone,
+    BatchRequest,
+    CancelToken,
+    CheckpointExecutor,
+    ExecutorDraining,
+    SubmissionCancelled,
+    SubmissionTimeout,
+)
+from workers.scheduler import RunQueue, options_key
+from workers.transcript import Transcript
+
+EN = TranscriptionOptions(language="en")
+DE = TranscriptionOptions(language="de")
+
+
+def pcm() -> PcmAudio:
+    return PcmAudio(np.zeros(1600, dtype=np.float32))
+
+
+# --- the run queue (pure) ---------------------------------------------------------------------------
+
+
+def test_entries_run_first_come_first_served_and_unkeyed_ones_alone() -> None:
+    queue: RunQueue[str] = RunQueue(max_batch=4, wait_seconds=0)
+    for item, key in [("a1", "A"), ("call", None), ("b1", "B"), ("a2", "A"), ("a3", "A")]:
+        queue.put(item, key)
+    assert queue.take() == ["a1", "a2", "a3"], "the head takes its later same-key companions along"
+    assert queue.take() == ["call"] and queue.take() == ["b1"]
+    queue.close()
+    assert queue.take() is None
+
+
+def test_batches_are_capped_and_a_batch_of_one_never_waits() -> None:
+    queue: RunQueue[int] = RunQueue(max_batch=2, wait_seconds=5)
+    for item in range(5):
+        queue.put(item, "k")
+    assert [queue.take(), queue.take()] == [[0, 1], [2, 3]]
+    single: RunQueue[int] = RunQueue(max_batch=1, wait_seconds=5)
+    single.put(7, "k")
+    single.put(8, "k")
+    started = time.monotonic()
+    assert single.take() == [7] and single.take() == [8]
+    assert time.monotonic() - started < 0.5
+
+
+def test_the_wait_for_companions_is_bounded_and_collects_late_arrivals() -> None:
+    queue: RunQueue[str] = RunQueue(max_batch=3, wait_seconds=0.15)
+    queue.put("alone", "k")
+    started = time.monotonic()
+    assert queue.take() == ["alone"]
+    assert 0.12 <= time.monotonic() - started < 1.0, "waits at most the bound"
+    queue.put("first", "k")
+    threading.Timer(0.03, lambda: queue.put("late", "k")).start()
+    threading.Timer(0.04, lambda: queue.put("other", "x")).start()
+    assert queue.take() == ["first", "late"]
+    assert queue.take() == ["other"]
+
+
+def test_remove_and_options_key() -> None:
+    queue: RunQueue[int] = RunQueue()
+    for item in range(4):
+        queue.put(item)
+    assert queue.remove(lambda item: item % 2 == 1) == [1, 3] and len(queue) == 2
+    keyed = TranscriptionOptions(language="en", keywords=[Keyword(word="Hark", boost=2)])
+    assert options_key(EN) == options_key(TranscriptionOptions(language="en"))
+    assert len({options_key(o) for o in (EN, DE, keyed, EN.model_copy(update={"word_timestamps": True}))}) == 4
+
+
+def test_batch_sizing_and_threads() -> None:
+    gib = 1024**3
+    assert batch_size("cpu", 0, free_bytes=64 * gib, item_bytes=1) == 1, "CPU: batches were measured not to pay"
+    assert batch_size("cpu", 4) == 4 and batch_size("cuda", 3, free_bytes=gib) == 3, "HARK_MAX_BATCH wins"
+    assert batch_size("cuda", 0, free_bytes=8 * gib, item_bytes=512 * 1024**2) == 8  # half of free / per item
+    assert batch_size("cuda", 0, free_bytes=8 * gib) == min(16, 4 * gib // DEFAULT_ITEM_BYTES)
+    assert batch_size("cuda", 0, free_bytes=100 * 1024**2, item_bytes=gib) == 1
+    assert batch_size("cuda", 0, free_bytes=None) == 1
+    assert threads_per_lane(0, cores=2, lanes=2, all_cores=True) == 2, "a lone request gets all the cores"
+    assert threads_per_lane(0, cores=8, lanes=2, checkpoints=2, all_cores=True) == 4
+    assert threads_per_lane(0, cores=2, lanes=2) == 1 and threads_per_lane(3, cores=2, lanes=2, all_cores=True) == 3
+
+
+# --- the executor with a batch engine (fake: records batches, works in token-checked steps) ------------
+
+
+class BatchRecorder:
+    """Runs members one step at a time, checking each token; records solo calls and batches."""
+
+    def __init__(self, steps: int = 3, step: float = 0.02) -> None:
+        self.steps = steps
+        self.step = step
+        self.order: list[str] = []
+        self.batches: list[list[str]] = []
+
+    def _one(self, options: TranscriptionOptions, cancel: CancelToken) -> Transcript:
+        for _ in range(self.steps):
+            cancel.check()
+            time.sleep(self.step)
+        return Transcript(text="ok", language=options.language or "en", language_probability=1.0, duration=0.1)
+
+    def transcribe(self, audio: AudioSource, options: TranscriptionOptions, cancel: CancelToken) -> Transcript:
+        self.order.append(options.language or "")
+        return self._one(options, cancel)
+
+    def transcribe_many(self, requests: Sequence[BatchRequest], done: BatchDone) -> None:
+        self.batches.append([options.language or "" for _audio, options, _token in requests])
+        self.order.extend(options.language or "" for _audio, options, _token in requests)
+
+        def run(index: int) -> None:
+            _audio, options, token = requests[index]
+            try:
+                done(index, self._one(options, token), None)
+            except BaseException as error:
+                done(index, None, error)
+
+        with ThreadPoolExecutor(len(requests)) as pool:
+            list(pool.map(run, range(len(requests))))
+
+
+def _hold_lane(executor: CheckpointExecutor) -> threading.Event:
+    release, started = threading.Event(), threading.Event()
+    executor.call(lambda: (started.set(), release.wait(5)))
+    assert started.wait(2)
+    return release
+
+
+def test_fifo_across_submissions_and_calls() -> None:
+    engine = BatchRecorder(steps=1, step=0)
+    with CheckpointExecutor(engine, slots=8, lanes=1) as executor:  # max_batch 1: every entry alone
+        release = _hold_lane(executor)
+        first = executor.submit(pcm(), TranscriptionOptions(language="a"))
+        call = executor.call(lambda: engine.order.append("call"))
+        second = executor.submit(pcm(), TranscriptionOptions(language="b"))
+        release.set()
+        first.result(), call.result(2), second.result()
+    assert engine.order == ["a", "call", "b"] and engine.batches == []
+
+
+def test_waiting_submissions_of_the_same_options_run_as_one_batch() -> None:
+    engine = BatchRecorder()
+    with CheckpointExecutor(engine, slots=8, lanes=1, max_batch=3, batch_wait=0.01) as executor:
+        release = _hold_lane(executor)
+        submissions = [executor.submit(pcm(), options) for options in (EN, DE, EN, EN, EN)]
+        release.set()
+        assert all(s.result().text == "ok" for s in submissions)
+        assert executor.running == 0 and executor.peak_running == 3
+    assert engine.batches[0] == ["en", "en", "en"], engine.batches
+    assert engine.order[3:] == ["de", "en"], "the German request ran next, then the last English one"
+
+
+def test_a_timed_out_or_cancelled_member_leaves_its_batch() -> None:
+    engine = BatchRecorder(steps=10, step=0.03)  # 0.3 s per member
+    with CheckpointExecutor(engine, slots=8, lanes=1, max_batch=4, batch_wait=0.01) as executor:
+        release = _hold_lane(executor)
+        slow = executor.submit(pcm(), EN, timeout=0.1)
+        cancelled = executor.submit(pcm(), EN)
+        fine = [executor.submit(pcm(), EN, timeout=5) for _ in range(2)]
+        cancelled.cancel()
+        release.set()
+        started = time.monotonic()
+        with pytest.raises(SubmissionTimeout):
+            slow.result()
+        assert time.monotonic() - started < 0.25, "the timed-out member answers at its own deadline"
+        with pytest.raises(SubmissionCancelled):
+            cancelled.result()
+        assert [s.result().text for s in fine] == ["ok", "ok"], "the other members are not broken"
+    assert engine.batches == [["en", "en", "en"]], "the cancelled one never ran"
+
+
+def test_drain_fails_waiting_batches_and_running_members_after_the_grace() -> None:
+    engine = BatchRecorder(steps=100, step=0.02)  # 2 s per member
+    with CheckpointExecutor(engine, slots=8, lanes=1, max_batch=2, batch_wait=0.01) as executor:
+        running = [executor.submit(pcm(), EN) for _ in range(2)]
+        while not engine.batches:
+            time.sleep(0.005)
+        waiting = executor.submit(pcm(), EN)
+        executor.begin_drain(grace_seconds=0.1)
+        with pytest.raises(ExecutorDraining):
+            waiting.result()
+        for submission in running:
+            with pytest.raises(ExecutorDraining):
+                submission.result()
+        deadline = time.monotonic() + 1
+        while executor.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert executor.running == 0
+    assert engine.batches == [["en", "en"]]
+
+
+# --- real model: a batch gives the solo results ---------------------------------------------------------
+
+
+def test_batched_transcripts_equal_solo_ones(bundled_checkpoints: Checkpoints, audio: AudioFactory) -> None:
+    from workers.engine import WhisperEngine
+
+    path = bundled_checkpoints.tiny_en
+    manifest = load_manifest(path)
+    engine = WhisperEngine(path, DevicePlan("cpu", "int8", 1, 2), languages=manifest.languages,
+                           multilingual=manifest.multilingual, beam_size=5)  # fmt: skip
+    clips = [audio.english(index).read_bytes() for index in range(3)]
+    options = TranscriptionOptions(language="en", word_timestamps=True)
+    solo = [engine.transcribe(EncodedAudio(clip, 60), options) for clip in clips]
+    with CheckpointExecutor(engine, slots=8, lanes=1, max_batch=3, batch_wait=0.05) as executor:
+        release = _hold_lane(executor)
+        submissions = [executor.submit(EncodedAudio(clip, 60), options, timeout=60) for clip in clips]
+        release.set()
+        batched = [submission.result() for submission in submissions]
+    assert executor.peak_running == 3, "the three ran as one batch"
+    assert engine.last_encoder_batches == [3], "their windows went through one encoder call"
+    for index, (alone, together) in enumerate(zip(solo, batched, strict=True)):
+        assert wer(ENGLISH_SENTENCES[index], together.text) <= wer(ENGLISH_SENTENCES[index], alone.text) + 0.005
+        assert together.text == alone.text and together.words == alone.words and together.segments == alone.segments
