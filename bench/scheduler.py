@@ -4,10 +4,10 @@ In-process (no Redis, no API: the executor and the engine only), tiny.en int8, b
 short English clips (espeak-ng, 2.6-7 s). Each layout is a :class:`~workers.executor.CheckpointExecutor`
 over a :class:`~workers.engine.WhisperEngine`:
 
-- ``lanes``: today's layout before issue 10 — 2 lanes x (cores / 2) threads, no batching;
-- ``batch``: the new default — 2 lanes x all the cores each, batch 1 on CPU;
-- ``batch-1lane``: 1 lane x all the cores;
-- ``batch-b4``: the new layout with batches of up to 4 (encoder shared), to show what batching does here.
+- ``split``: the default — 2 lanes x (cores / 2) threads, batch 1 on CPU;
+- ``all-cores``: 2 lanes x all the cores each (a lone request on every core, oversubscribed under load);
+- ``one-lane``: 1 lane x all the cores;
+- ``all-cores-b4``: 2 x all the cores with batches of up to 4 (encoder shared), to show what batching does.
 
 N closed-loop clients each submit a clip, wait for its transcript and submit the next. Throughput is
 a ratio to a plain sequential loop of ``WhisperModel.transcribe`` (faster-whisper defaults, same
@@ -106,10 +106,10 @@ def main() -> int:
     data = clips(AudioFactory(Path(tempfile.gettempdir()) / "hark-bench-audio"))
     manifest = load_manifest(CHECKPOINT)
     layouts = {  # name: (lanes, threads per lane, max_batch)
-        "lanes": (2, max(1, cores // 2), 1),
-        "batch": (2, cores, 1),
-        "batch-1lane": (1, cores, 1),
-        "batch-b4": (2, cores, 4),
+        "split": (2, max(1, cores // 2), 1),
+        "all-cores": (2, cores, 1),
+        "one-lane": (1, cores, 1),
+        "all-cores-b4": (2, cores, 4),
     }
     engines = {name: WhisperEngine(CHECKPOINT, DevicePlan("cpu", "int8", lanes, threads), languages=manifest.languages,
                                    multilingual=manifest.multilingual, beam_size=args.beam)

@@ -158,10 +158,9 @@ class Settings(BaseSettings):
 
     # --- scheduler (docs/scheduler.md) ------------------------------------------------
     scheduler: Literal["batch", "lanes"] = Field("batch", validation_alias="HARK_SCHEDULER")
-    """batch: every lane (CTranslate2 replica) gets all the cores (``HARK_CPU_THREADS`` default = cores per
-    checkpoint), so a lone request runs on all of them, and same-options requests may share one batched
-    encoder call (``HARK_MAX_BATCH``); lanes: the cores split between the lanes, no batching (before issue 10).
-    Both take work first-come-first-served from one queue."""
+    """batch: waiting requests with the same options may run as one batched engine call (``HARK_MAX_BATCH``);
+    lanes: every request alone (the comparison point). Both take work first-come-first-served from one queue
+    shared with live sessions, on ``HARK_ENGINE_WORKERS`` lanes of ``HARK_CPU_THREADS`` threads."""
 
     max_batch: int = Field(0, ge=0, le=64, validation_alias="HARK_MAX_BATCH")
     """Requests run as one batched engine call at most (scheduler=batch). 0 = by device: 1 on CPU (a batched

@@ -180,19 +180,16 @@ def inference_lanes(device: str, engine_workers: int) -> int:
     return 2 if device == "cpu" else 1
 
 
-def threads_per_lane(cpu_threads: int, cores: int, lanes: int, checkpoints: int = 1, *,
-                     all_cores: bool = False) -> int:  # fmt: skip
+def threads_per_lane(cpu_threads: int, cores: int, lanes: int, checkpoints: int = 1) -> int:
     """CTranslate2 threads per lane: ``HARK_CPU_THREADS``, else the cores shared by every lane.
 
     Every lane of every checkpoint of the worker runs on the same cores, so the default divides
-    them all: ``max(1, cores // (lanes × checkpoints))``. With `all_cores` (``HARK_SCHEDULER=batch``)
-    each lane gets the checkpoint's whole share, ``cores // checkpoints``: a lone request runs on every
-    core, and under load the lanes' threads share them (measured faster on 2 cores, docs/scheduler.md).
+    them all: ``max(1, cores // (lanes × checkpoints))``. Giving every lane all the cores instead (a lone
+    request on every core) was measured: no faster alone and 25 % slower under load on 2 cores
+    (oversubscribed replicas; docs/scheduler.md), so the cores stay split.
     """
     if cpu_threads > 0:
         return cpu_threads
-    if all_cores:
-        return max(1, cores // max(1, checkpoints))
     return max(1, cores // max(1, lanes * max(1, checkpoints)))
 
 
@@ -230,7 +227,6 @@ def plan_device(
     cores: int,
     checkpoints: int = 1,
     supported: Iterable[str] | None = None,
-    all_cores: bool = False,
 ) -> DevicePlan:
     """Every device decision for one checkpoint, from settings and hardware facts.
 
@@ -244,7 +240,6 @@ def plan_device(
         cores: Usable CPU cores.
         checkpoints: Checkpoints the worker serves (they share the cores).
         supported: Compute types supported on the chosen device, if known.
-        all_cores: Each lane gets all the checkpoint's cores (``HARK_SCHEDULER=batch``).
 
     Returns:
         The plan.
@@ -255,7 +250,7 @@ def plan_device(
         device=device,
         compute_type=select_compute_type(device, requested_compute_type, manifest_default, supported),
         lanes=lanes,
-        cpu_threads=threads_per_lane(cpu_threads, cores, lanes, checkpoints, all_cores=all_cores),
+        cpu_threads=threads_per_lane(cpu_threads, cores, lanes, checkpoints),
     )
 
 

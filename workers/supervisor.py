@@ -140,7 +140,7 @@ def plan_checkpoints(settings: Settings) -> list[PlannedCheckpoint]:
                     requested_device=settings.device, requested_compute_type=settings.compute_type,
                     manifest_default=c.manifest.default_compute_type, engine_workers=settings.engine_workers,
                     cpu_threads=settings.cpu_threads, cuda_devices=cuda, cores=devices.cpu_count(),
-                    checkpoints=len(resolved), supported=supported, all_cores=settings.scheduler == "batch",
+                    checkpoints=len(resolved), supported=supported,
                 ),
             )
             for c in resolved

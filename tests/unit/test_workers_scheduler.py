@@ -18,7 +18,7 @@ from tests.audio import ENGLISH_SENTENCES, AudioFactory
 from tests.conftest import Checkpoints
 from tests.e2e.helpers import wer
 from workers.audio import AudioSource, EncodedAudio, PcmAudio
-from workers.device import DEFAULT_ITEM_BYTES, DevicePlan, batch_size, threads_per_lane
+from workers.device import DEFAULT_ITEM_BYTES, DevicePlan, batch_size
 from workers.executor import (
     BatchDone,
     BatchRequest,
@@ -88,7 +88,7 @@ def test_remove_and_options_key() -> None:
     assert len({options_key(o) for o in (EN, DE, keyed, EN.model_copy(update={"word_timestamps": True}))}) == 4
 
 
-def test_batch_sizing_and_threads() -> None:
+def test_batch_sizing() -> None:
     gib = 1024**3
     assert batch_size("cpu", 0, free_bytes=64 * gib, item_bytes=1) == 1, "CPU: batches were measured not to pay"
     assert batch_size("cpu", 4) == 4 and batch_size("cuda", 3, free_bytes=gib) == 3, "HARK_MAX_BATCH wins"
@@ -96,9 +96,6 @@ def test_batch_sizing_and_threads() -> None:
     assert batch_size("cuda", 0, free_bytes=8 * gib) == min(16, 4 * gib // DEFAULT_ITEM_BYTES)
     assert batch_size("cuda", 0, free_bytes=100 * 1024**2, item_bytes=gib) == 1
     assert batch_size("cuda", 0, free_bytes=None) == 1
-    assert threads_per_lane(0, cores=2, lanes=2, all_cores=True) == 2, "a lone request gets all the cores"
-    assert threads_per_lane(0, cores=8, lanes=2, checkpoints=2, all_cores=True) == 4
-    assert threads_per_lane(0, cores=2, lanes=2) == 1 and threads_per_lane(3, cores=2, lanes=2, all_cores=True) == 3
 
 
 # --- the executor with a batch engine (fake: records batches, works in token-checked steps) ------------
