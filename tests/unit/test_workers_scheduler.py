@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -19,6 +19,7 @@ from tests.conftest import Checkpoints
 from tests.e2e.helpers import wer
 from workers.audio import AudioSource, EncodedAudio, PcmAudio
 from workers.device import DEFAULT_ITEM_BYTES, DevicePlan, batch_size
+from workers.engine import WhisperEngine
 from workers.executor import (
     BatchDone,
     BatchRequest,
@@ -208,13 +209,16 @@ def test_drain_fails_waiting_batches_and_running_members_after_the_grace() -> No
 # --- real model: a batch gives the solo results ---------------------------------------------------------
 
 
-def test_batched_transcripts_equal_solo_ones(bundled_checkpoints: Checkpoints, audio: AudioFactory) -> None:
-    from workers.engine import WhisperEngine
-
+@pytest.fixture(scope="module")
+def tiny_beam5(bundled_checkpoints: Checkpoints) -> Iterator[WhisperEngine]:
     path = bundled_checkpoints.tiny_en
     manifest = load_manifest(path)
-    engine = WhisperEngine(path, DevicePlan("cpu", "int8", 1, 2), languages=manifest.languages,
-                           multilingual=manifest.multilingual, beam_size=5)  # fmt: skip
+    yield WhisperEngine(path, DevicePlan("cpu", "int8", 1, 2), languages=manifest.languages,
+                        multilingual=manifest.multilingual, beam_size=5)  # fmt: skip
+
+
+def test_batched_transcripts_equal_solo_ones(tiny_beam5: WhisperEngine, audio: AudioFactory) -> None:
+    engine = tiny_beam5
     clips = [audio.english(index).read_bytes() for index in range(3)]
     options = TranscriptionOptions(language="en", word_timestamps=True)
     solo = [engine.transcribe(EncodedAudio(clip, 60), options) for clip in clips]
@@ -228,3 +232,20 @@ def test_batched_transcripts_equal_solo_ones(bundled_checkpoints: Checkpoints, a
     for index, (alone, together) in enumerate(zip(solo, batched, strict=True)):
         assert wer(ENGLISH_SENTENCES[index], together.text) <= wer(ENGLISH_SENTENCES[index], alone.text) + 0.005
         assert together.text == alone.text and together.words == alone.words and together.segments == alone.segments
+
+
+def test_a_real_batch_member_past_its_budget_fails_alone(tiny_beam5: WhisperEngine, audio: AudioFactory) -> None:
+    clips = [audio.english(index).read_bytes() for index in (3, 4)]
+    with CheckpointExecutor(tiny_beam5, slots=4, lanes=1, max_batch=2, batch_wait=0.05) as executor:
+        release = _hold_lane(executor)
+        doomed = executor.submit(EncodedAudio(clips[0], 60), EN, timeout=0.01)
+        kept = executor.submit(EncodedAudio(clips[1], 60), EN, timeout=60)
+        release.set()
+        with pytest.raises(SubmissionTimeout):
+            doomed.result()
+        assert wer(ENGLISH_SENTENCES[4], kept.result().text) <= 0.2
+        assert executor.peak_running == 2
+        deadline = time.monotonic() + 5
+        while executor.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert executor.running == 0, "the timed-out member stopped and freed its place"
