@@ -249,3 +249,22 @@ def test_a_real_batch_member_past_its_budget_fails_alone(tiny_beam5: WhisperEngi
         while executor.running and time.monotonic() < deadline:
             time.sleep(0.01)
         assert executor.running == 0, "the timed-out member stopped and freed its place"
+
+
+def test_the_model_child_sizes_its_batches_from_the_settings() -> None:
+    from hark.settings import load_settings
+    from workers.child import _max_batch
+
+    class Measured:
+        def measure_item_bytes(self) -> int:
+            return 256 * 1024**2
+
+    cpu, cuda = DevicePlan("cpu", "int8", 2, 1), DevicePlan("cuda", "float16", 1, 1)
+    engine = Measured()
+    assert _max_batch(load_settings(HARK_SCHEDULER="lanes", HARK_MAX_BATCH=8), cpu, engine) == 1  # type: ignore[arg-type]
+    assert _max_batch(load_settings(HARK_MAX_BATCH=3), cpu, engine) == 3  # type: ignore[arg-type]
+    assert _max_batch(load_settings(), cpu, engine) == 1  # type: ignore[arg-type]
+    # CUDA without a visible GPU (this machine): no free-memory figure, so the safe batch of one.
+    assert _max_batch(load_settings(), cuda, engine) == 1  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        load_settings(HARK_SCHEDULER="fastest")
