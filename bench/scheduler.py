@@ -4,7 +4,8 @@ In-process (no Redis, no API: the executor and the engine only), tiny.en int8, b
 short English clips (espeak-ng, 2.6-7 s). Each layout is a :class:`~workers.executor.CheckpointExecutor`
 over a :class:`~workers.engine.WhisperEngine`:
 
-- ``split``: the default — 2 lanes x (cores / 2) threads, batch 1 on CPU;
+- ``split``: 2 lanes x (cores / 2) threads, batch 1 on CPU (``HARK_SOLO_REPLICA=off``);
+- ``split+solo``: the default — the same, plus a replica with all the cores for a request running alone;
 - ``all-cores``: 2 lanes x all the cores each (a lone request on every core, oversubscribed under load);
 - ``one-lane``: 1 lane x all the cores;
 - ``all-cores-b4``: 2 x all the cores with batches of up to 4 (encoder shared), to show what batching does.
@@ -107,12 +108,14 @@ def main() -> int:
     manifest = load_manifest(CHECKPOINT)
     layouts = {  # name: (lanes, threads per lane, max_batch)
         "split": (2, max(1, cores // 2), 1),
+        "split+solo": (2, max(1, cores // 2), 1),
         "all-cores": (2, cores, 1),
         "one-lane": (1, cores, 1),
         "all-cores-b4": (2, cores, 4),
     }
     engines = {name: WhisperEngine(CHECKPOINT, DevicePlan("cpu", "int8", lanes, threads), languages=manifest.languages,
-                                   multilingual=manifest.multilingual, beam_size=args.beam)
+                                   multilingual=manifest.multilingual, beam_size=args.beam,
+                                   solo_threads=cores if name == "split+solo" else 0)
                for name, (lanes, threads, _batch) in layouts.items()}  # fmt: skip
     for engine in engines.values():
         engine.warm_up()

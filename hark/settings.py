@@ -170,6 +170,11 @@ class Settings(BaseSettings):
     """How long a lane collects same-options requests for a batch before running what it has (only when
     a batch can form: HARK_MAX_BATCH above 1); a lone request pays at most this."""
 
+    solo_replica: bool = Field(True, validation_alias="HARK_SOLO_REPLICA")
+    """CPU with several lanes: load one more replica with all the checkpoint's cores and run a request on it
+    when nothing else is running or waiting (a lone request gets every core; costs one more copy of the
+    weights in memory). Off: a lone request runs on its lane's share of the cores."""
+
     concurrency_per_checkpoint: int | None = Field(
         None, ge=1, le=1024, validation_alias="HARK_CONCURRENCY_PER_CHECKPOINT"
     )

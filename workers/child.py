@@ -158,9 +158,10 @@ def run_model_child(args: argparse.Namespace, settings: Settings) -> int:
         manifest = load_manifest(args.checkpoint)
         from workers.engine import WhisperEngine
 
+        solo = plan.cpu_threads * plan.lanes if settings.solo_replica and plan.device == "cpu" and plan.lanes > 1 else 0
         engine = WhisperEngine(args.checkpoint, plan, languages=manifest.languages,
                                multilingual=manifest.multilingual, beam_size=settings.beam_size,
-                               label=manifest.label)  # fmt: skip
+                               label=manifest.label, solo_threads=solo)  # fmt: skip
         engine.warm_up()
         from workers.stream_vad import load_vad_model
 

@@ -39,6 +39,7 @@ Engine choices, in one place:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -121,6 +122,7 @@ class WhisperEngine:
         beam_size: int = 1,
         label: str = "",
         window_seconds: float = WINDOW_SECONDS,
+        solo_threads: int = 0,
     ) -> None:
         """Load the model.
 
@@ -132,6 +134,9 @@ class WhisperEngine:
             beam_size: ``HARK_BEAM_SIZE``.
             label: ``name@version``, for logs.
             window_seconds: Audio held and transcribed at a time (tests shrink it; at least 4 guards).
+            solo_threads: On CPU, above ``plan.cpu_threads``: load one more replica with this many threads
+                for :meth:`transcribe_alone` (a request running alone gets all the cores; one more copy of
+                the weights in memory). 0: none.
         """
         if window_seconds < 4 * CUT_GUARD_SECONDS:
             raise ValueError(f"window_seconds must be at least {4 * CUT_GUARD_SECONDS:g} (got {window_seconds:g})")
@@ -154,6 +159,11 @@ class WhisperEngine:
             num_workers=plan.lanes,
             local_files_only=True,
         )
+        self._local = threading.local()
+        self.solo_model: MeetingWhisperModel | None = None
+        if plan.device == "cpu" and solo_threads > plan.cpu_threads:
+            self.solo_model = MeetingWhisperModel(str(model_path), device="cpu", compute_type=plan.compute_type,
+                                                  cpu_threads=solo_threads, local_files_only=True)  # fmt: skip
         logger.info("loaded %s on %s (%s, %d lane(s) × %d thread(s)) in %.1f s", self.label, plan.device,
                     plan.compute_type, plan.lanes, plan.cpu_threads, time.perf_counter() - started,
                     extra={"checkpoint": self.label})  # fmt: skip
@@ -209,6 +219,22 @@ class WhisperEngine:
             segments=progress.segments,
             words=sanitize_words(progress.words, duration),
         )
+
+    def transcribe_alone(self, audio: AudioSource, options: TranscriptionOptions,
+                         cancel: CancelToken | None = None) -> Transcript:  # fmt: skip
+        """:meth:`transcribe` on the solo replica (all the cores) when there is one: the executor calls it
+        for a request that runs with nothing else running or waiting."""
+        if self.solo_model is None:
+            return self.transcribe(audio, options, cancel)
+        self._local.model = self.solo_model
+        try:
+            return self.transcribe(audio, options, cancel)
+        finally:
+            self._local.model = None
+
+    def _window_model(self) -> MeetingWhisperModel:
+        """The model this thread's windows run on (the solo replica inside :meth:`transcribe_alone`)."""
+        return getattr(self._local, "model", None) or self.model
 
     def transcribe_many(self, requests: Sequence[BatchRequest], done: BatchDone,
                         encoder_wait: float = ENCODER_MEET_SECONDS) -> None:  # fmt: skip
@@ -270,7 +296,7 @@ class WhisperEngine:
         if progress.language is None and options.detect_among and not progress.detected:
             progress.detected = True  # once: a choice outside the set is not retried per window
             progress.language, progress.probability = self._detect_among(samples, options.detect_among)
-        segments, info = self.model.transcribe(
+        segments, info = self._window_model().transcribe(
             samples,
             language=progress.language,
             beam_size=self.beam_size,
@@ -432,7 +458,7 @@ class WhisperEngine:
 
     def _detect_among(self, samples: np.ndarray, among: Sequence[str]) -> tuple[str | None, float]:
         """The most probable language of the speech within `among` (None: let the model decide)."""
-        _top, _probability, all_probs = self.model.detect_language(audio=samples, vad_filter=True)
+        _top, _probability, all_probs = self._window_model().detect_language(audio=samples, vad_filter=True)
         choice = pick_language(all_probs, among)
         if choice is None:
             logger.warning("none of %s is known to %s; detecting freely", list(among), self.label,
@@ -450,6 +476,8 @@ class WhisperEngine:
         for _ in segments:
             pass
         self.transcribe(PcmAudio(noise), TranscriptionOptions(language=language))
+        if self.solo_model is not None:
+            self.transcribe_alone(PcmAudio(noise), TranscriptionOptions(language=language))
         took = time.perf_counter() - started
         logger.info("warm-up inference of %s took %.2f s", self.label, took, extra={"checkpoint": self.label})
         return took

@@ -476,7 +476,9 @@ class CheckpointExecutor:
 
     def _execute(self, submission: Submission) -> None:
         if self._begin(submission):
-            self._run_started(submission)
+            with self._lock:  # nothing else running or waiting: the engine may give it every core
+                alone = self._running == 1 and len(self._queue) == 0
+            self._run_started(submission, alone)
 
     def _execute_batch(self, batch: list[Submission]) -> None:
         """Run several submissions as one batched engine call; each ends on its own."""
@@ -505,13 +507,15 @@ class CheckpointExecutor:
         for index in range(len(members)):  # an engine that forgot one must not strand it
             done(index, None, RuntimeError("the batched engine call returned no outcome"))
 
-    def _run_started(self, submission: Submission) -> None:
-        """:meth:`_execute` for a submission already begun."""
+    def _run_started(self, submission: Submission, alone: bool = False) -> None:
+        """:meth:`_execute` for a submission already begun (`alone`: through ``transcribe_alone`` if the
+        engine has it, e.g. a replica with all the cores)."""
         result: Transcript | None = None
         error: BaseException | None = None
+        transcribe = getattr(self.engine, "transcribe_alone", None) if alone else None
         try:
             assert submission.audio is not None
-            result = self.engine.transcribe(submission.audio, submission.options, submission.token)
+            result = (transcribe or self.engine.transcribe)(submission.audio, submission.options, submission.token)
         except BaseException as caught:
             error = caught
         finally:

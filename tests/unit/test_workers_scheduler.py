@@ -268,3 +268,19 @@ def test_the_model_child_sizes_its_batches_from_the_settings() -> None:
     assert _max_batch(load_settings(), cuda, engine) == 1  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         load_settings(HARK_SCHEDULER="fastest")
+
+
+def test_a_request_running_alone_goes_to_the_engines_solo_path() -> None:
+    class SoloAware(BatchRecorder):
+        def transcribe_alone(self, audio: AudioSource, options: TranscriptionOptions,
+                             cancel: CancelToken) -> Transcript:  # fmt: skip
+            self.order.append("alone")
+            return self._one(options, cancel)
+
+    engine = SoloAware(steps=1, step=0)
+    with CheckpointExecutor(engine, slots=4, lanes=2) as executor:
+        executor.run(pcm(), EN)
+        release = _hold_lane(executor)  # a live decode runs: the next request shares the cores
+        executor.run(pcm(), EN)
+        release.set()
+    assert engine.order == ["alone", "en"]
