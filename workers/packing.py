@@ -14,6 +14,7 @@ can map back without guessing. A request comes back in exactly one of three plac
 - ``fallback`` (key → reason): decode it solo. Not packable (detection, too much speech, alone in its
   group) or ambiguous after decoding: a word straddling a separator, a segment without words over two
   requests, words after the last clip, a decoding loop, or a request whose speech gave (almost) no words;
+  also every request of a window whose decode raised;
 - ``errors`` (key → exception): its cancel token fired before its window was decoded or while it was.
 
 Requests are never split across windows. Requests share a window only when they decode identically
@@ -215,15 +216,20 @@ class WindowPacker:
             placed.end = position / SAMPLE_RATE
         audio = np.concatenate(parts)
         started = time.perf_counter()
-        segments, _info = self.model.transcribe(
-            audio, language=language, beam_size=self.beam_size, vad_filter=False, word_timestamps=True,
-            hotwords=hotwords,
-        )  # fmt: skip
         result.windows += 1
-        for segment in segments:  # decoded as consumed
-            result.split_segments += self._assign(segment, live)
-            if all(placed.request.cancel is not None and placed.request.cancel.cancelled for placed in live):
-                break
+        try:
+            segments, _info = self.model.transcribe(
+                audio, language=language, beam_size=self.beam_size, vad_filter=False, word_timestamps=True,
+                hotwords=hotwords,
+            )  # fmt: skip
+            for segment in segments:  # decoded as consumed
+                result.split_segments += self._assign(segment, live)
+                if all(placed.request.cancel is not None and placed.request.cancel.cancelled for placed in live):
+                    break
+        except Exception as error:  # one window's failure must not fail its requests: each gets a solo try
+            logger.warning("packed window of %d request(s) failed (%s); decoding them solo", len(live), error)
+            for placed in live:
+                placed.problem = placed.problem or f"window decode failed: {error}"
         for placed in live:
             if _cancelled(placed, result):
                 continue

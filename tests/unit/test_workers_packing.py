@@ -160,6 +160,18 @@ def test_words_are_assigned_by_midpoint_and_ambiguity_is_flagged() -> None:
     assert loop[0].problem == "decoding loop" and loop[1].problem is None
 
 
+def test_a_failed_window_sends_its_requests_to_solo(audio: AudioFactory) -> None:
+    class Broken:
+        def transcribe(self, *args: object, **kwargs: object) -> None:
+            raise RuntimeError("out of memory")
+
+    sentence = _samples(audio.english(0))
+    packer = WindowPacker(Broken(), multilingual=False, languages=["en"])  # type: ignore[arg-type]
+    result = packer.pack([PackRequest(i, sentence, EN_WORDS) for i in range(2)])
+    assert result.fallback == {0: "window decode failed: out of memory", 1: "window decode failed: out of memory"}
+    assert result.transcripts == {} and result.errors == {}
+
+
 def test_trim_keeps_speech_and_maps_times_back(audio: AudioFactory) -> None:
     speech = _samples(audio.english(2))
     gap = np.zeros(3 * SAMPLE_RATE, dtype=np.float32)
