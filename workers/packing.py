@@ -13,8 +13,8 @@ can map back without guessing. A request comes back in exactly one of three plac
   (text, segments, words when asked for, language, duration of the original audio);
 - ``fallback`` (key → reason): decode it solo. Not packable (detection, too much speech, alone in its
   group) or ambiguous after decoding: a word straddling a separator, a segment without words over two
-  requests, words after the last clip, a decoding loop, or a request whose speech gave (almost) no words;
-  also every request of a window whose decode raised;
+  requests, a word in the silence between or after requests, a decoding loop, or a request whose
+  speech gave (almost) no words; also every request of a window whose decode raised;
 - ``errors`` (key → exception): its cancel token fired before its window was decoded or while it was.
 
 Requests are never split across windows. Requests share a window only when they decode identically
@@ -51,6 +51,10 @@ PACK_WINDOW_SECONDS = 29.0
 SEPARATOR_SECONDS = 1.0
 #: A word reaching this far into another request's speech straddles the separator.
 STRADDLE_TOLERANCE_SECONDS = 0.15
+#: A word whose midpoint lies this far outside every request's speech (in a separator, after the last
+#: request) was heard in silence: measured midpoints stay within 0.1 s of the speech (which keeps its
+#: 0.4 s VAD padding).
+OUTSIDE_TOLERANCE_SECONDS = 0.25
 #: Speech (VAD padding excluded) this long must give at least one word...
 MIN_SPEECH_FOR_WORDS_SECONDS = 1.0
 #: ... and at least this many words per second of it, or the request is decoded solo.
@@ -263,8 +267,9 @@ class WindowPacker:
         for word in words:
             owner = self._owner(window, (word.start + word.end) / 2)
             share.setdefault(owner.index, []).append(word)
-            if (word.start + word.end) / 2 > window[-1].end + self.separator_seconds / 2:
-                owner.problem = owner.problem or "words after the last request"
+            middle = (word.start + word.end) / 2
+            if max(owner.start - middle, middle - owner.end) > OUTSIDE_TOLERANCE_SECONDS:  # in silence: invented?
+                owner.problem = owner.problem or f"word {word.word.strip()!r} outside the requests' speech"
             for other in window:
                 overlap = min(word.end, other.end) - max(word.start, other.start)
                 if other is not owner and overlap > STRADDLE_TOLERANCE_SECONDS:

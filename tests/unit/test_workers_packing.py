@@ -147,14 +147,17 @@ def test_words_are_assigned_by_midpoint_and_ambiguity_is_flagged() -> None:
     assert window[0].pieces == [(" hello there.", 0.2, 3.3)] and window[1].pieces == [(" good day", 4.1, 6.0)]
     assert window[0].problem is None and window[1].problem is None  # 0.3 s into the separator is fine
     # A word reaching well into the next request's speech straddles the separator.
-    packer._assign(_segment(" straddle", 6.5, 8.5, [(" straddle", 6.5, 8.5)]), window)
+    packer._assign(_segment(" straddle", 5.8, 8.6, [(" straddle", 5.8, 8.6)]), window)
     assert "straddles" in (window[1].problem or "") and "straddles" in (window[2].problem or "")
     fresh = [_placed(0, 0.0, 3.0), _placed(1, 4.0, 7.0)]
     packer._assign(_segment(" no words here", 2.0, 5.0, []), fresh)  # no timestamps to split it
     assert fresh[0].problem == fresh[1].problem == "segment without words over two requests"
     tail = [_placed(0, 0.0, 3.0), _placed(1, 4.0, 7.0)]
     packer._assign(_segment(" thanks", 8.0, 9.0, [(" thanks", 8.0, 9.0)]), tail)
-    assert tail[1].problem == "words after the last request" and tail[0].problem is None
+    assert tail[1].problem == "word 'thanks' outside the requests' speech" and tail[0].problem is None
+    gap = [_placed(0, 0.0, 3.0), _placed(1, 4.0, 7.0)]
+    packer._assign(_segment(" um", 3.3, 3.45, [(" um", 3.3, 3.45)]), gap)  # inside the separator
+    assert gap[0].problem == "word 'um' outside the requests' speech" and gap[1].problem is None
     loop = [_placed(0, 0.0, 3.0), _placed(1, 4.0, 7.0)]
     packer._assign(_segment(" la la la la", 0.0, 2.0, [(" la", 0.0, 2.0)], ratio=3.0), loop)
     assert loop[0].problem == "decoding loop" and loop[1].problem is None
