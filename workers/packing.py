@@ -51,9 +51,9 @@ PACK_WINDOW_SECONDS = 29.0
 SEPARATOR_SECONDS = 1.0
 #: A word reaching this far into another request's speech straddles the separator.
 STRADDLE_TOLERANCE_SECONDS = 0.15
-#: A word whose midpoint lies this far outside every request's speech (in a separator, after the last
-#: request) was heard in silence: measured midpoints stay within 0.1 s of the speech (which keeps its
-#: 0.4 s VAD padding).
+#: A word lying wholly this far outside its request's speech (in a separator, after the last request)
+#: was heard in silence. Only wholly: Whisper often stretches a request's last word into the silence
+#: after it (a midpoint rule sent a real word solo with a 1.5 s separator).
 OUTSIDE_TOLERANCE_SECONDS = 0.25
 #: Speech (VAD padding excluded) this long must give at least one word...
 MIN_SPEECH_FOR_WORDS_SECONDS = 1.0
@@ -267,8 +267,7 @@ class WindowPacker:
         for word in words:
             owner = self._owner(window, (word.start + word.end) / 2)
             share.setdefault(owner.index, []).append(word)
-            middle = (word.start + word.end) / 2
-            if max(owner.start - middle, middle - owner.end) > OUTSIDE_TOLERANCE_SECONDS:  # in silence: invented?
+            if max(owner.start - word.end, word.start - owner.end) > OUTSIDE_TOLERANCE_SECONDS:  # all in silence
                 owner.problem = owner.problem or f"word {word.word.strip()!r} outside the requests' speech"
             for other in window:
                 overlap = min(word.end, other.end) - max(word.start, other.start)
