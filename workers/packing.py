@@ -150,6 +150,7 @@ class WindowPacker:
             separator_seconds: Silence between two requests in a window.
             window_seconds: Audio per window (at most 30).
         """
+        self.label = model.label if isinstance(model, WhisperEngine) else ""
         if isinstance(model, WhisperEngine):
             self.model = model.model
             self.languages = list(languages if languages is not None else model.languages)
@@ -175,7 +176,13 @@ class WindowPacker:
         return language, build_hotwords(options.keywords) or ""
 
     def pack(self, requests: Sequence[PackRequest]) -> PackResult:
-        """Trim, group, lay out and decode `requests`; see the module docstring for the outcome."""
+        """Trim, group, lay out and decode `requests`; see the module docstring for the outcome.
+
+        Raises:
+            ValueError: Two requests share a key.
+        """
+        if len({request.key for request in requests}) != len(requests):
+            raise ValueError("every PackRequest needs its own key")
         result = PackResult()
         groups: dict[tuple[str, str], list[_Placed]] = {}
         for index, request in enumerate(requests):
@@ -198,6 +205,8 @@ class WindowPacker:
                     result.fallback[window[0].request.key] = "alone in its window"
                     continue
                 self._decode(window, language, hotwords or None, result)
+        logger.debug("packing: %d request(s) -> %d window(s), %d solo, %d error(s)", len(requests), result.windows,
+                     len(result.fallback), len(result.errors), extra={"checkpoint": self.label})  # fmt: skip
         return result
 
     # --- decoding -------------------------------------------------------------------------------
@@ -231,7 +240,8 @@ class WindowPacker:
                 if all(placed.request.cancel is not None and placed.request.cancel.cancelled for placed in live):
                     break
         except Exception as error:  # one window's failure must not fail its requests: each gets a solo try
-            logger.warning("packed window of %d request(s) failed (%s); decoding them solo", len(live), error)
+            logger.warning("packed window of %d request(s) failed (%s); decoding them solo", len(live), error,
+                           extra={"checkpoint": self.label})  # fmt: skip
             for placed in live:
                 placed.problem = placed.problem or f"window decode failed: {error}"
         for placed in live:
@@ -243,7 +253,7 @@ class WindowPacker:
             else:
                 result.transcripts[placed.request.key] = _transcript(placed, language)
         logger.debug("packed window: %d request(s), %.1f s of audio, %.2f s", len(live), audio.size / SAMPLE_RATE,
-                     time.perf_counter() - started)  # fmt: skip
+                     time.perf_counter() - started, extra={"checkpoint": self.label})  # fmt: skip
 
     def _assign(self, segment: object, window: list[_Placed]) -> bool:
         """Give a decoded segment's words (or, without words, the segment) to the requests they fall in.

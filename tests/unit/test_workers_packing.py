@@ -173,6 +173,8 @@ def test_a_failed_window_sends_its_requests_to_solo(audio: AudioFactory) -> None
     result = packer.pack([PackRequest(i, sentence, EN_WORDS) for i in range(2)])
     assert result.fallback == {0: "window decode failed: out of memory", 1: "window decode failed: out of memory"}
     assert result.transcripts == {} and result.errors == {}
+    with pytest.raises(ValueError, match="own key"):
+        packer.pack([PackRequest("same", sentence, EN_WORDS), PackRequest("same", sentence, EN_WORDS)])
 
 
 def test_trim_keeps_speech_and_maps_times_back(audio: AudioFactory) -> None:
