@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[worker,models,test]"
+	$(BIN)/pip install --quiet -e ".[worker,models,test,ops]"
 	touch $(STAMP)
 
 install: system-packages $(STAMP)
@@ -75,6 +75,7 @@ bench: install checkpoints
 	$(BIN)/python bench/streaming.py --repeat 2
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/dispatcher.py
+	$(BIN)/python bench/packing.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -175,7 +175,7 @@ cores during this run), so its medians differ by tens of ms in either direction 
 for the overhead; the model row only says the dispatcher's cost is lost in the transcription's own noise.
 Before the dispatcher set TCP_NODELAY on its client sockets, the instant row showed +23 ms: gunicorn sends
 the status line and headers and then the body in two writes, and the body waited for the client's delayed
-ACK (the API tier's gunicorn has the same pattern).
+ACK.
 """
 
 

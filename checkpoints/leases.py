@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 
 from checkpoints.last_use import touch_last_used
+from hark.proc import pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -188,13 +189,6 @@ def hold(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None 
     return Lease(path, root)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
@@ -225,7 +219,7 @@ def leases_of(cache_dir: Path, name: str, version: str, *, now: float | None = N
             pid = int(rest)
         except (OSError, ValueError):
             continue
-        dead = age > TTL_SECONDS or (host == _HOST and not _pid_alive(pid))
+        dead = age > TTL_SECONDS or (host == _HOST and not pid_alive(pid))
         if dead:
             logger.info("removing the stale lease %s (holder %s:%s gone)", file.name, host, pid)
             with contextlib.suppress(OSError):

@@ -17,10 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
-
 from dispatcher.app import Dispatcher
 from dispatcher.upstream import Upstreams
+from hark.gunicorn_app import GunicornApp
 from hark.logs import start_component
 from hark.route_map import RouteMap, RouteMapError
 from hark.settings import Settings
@@ -29,20 +28,6 @@ log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 5
 GRACEFUL_TIMEOUT_SECONDS = 30
-
-
-class DispatcherServer(BaseApplication):
-    def __init__(self, app: Dispatcher, options: dict[str, Any]) -> None:
-        self.app = app
-        self.options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Dispatcher:
-        return self.app
 
 
 def build(settings: Settings, routes: RouteMap) -> Dispatcher:
@@ -99,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
              settings.dispatcher_port, len(routes.routes), len(routes.deployments),
              settings.dispatcher_threads)  # fmt: skip
     try:
-        DispatcherServer(build(settings, routes), gunicorn_options(settings)).run()
+        app = build(settings, routes)
+        GunicornApp(lambda: app, gunicorn_options(settings)).run()
     except SystemExit as stop:
         code = stop.code
         return code if isinstance(code, int) else (0 if code is None else 1)

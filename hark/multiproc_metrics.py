@@ -29,6 +29,8 @@ from pathlib import Path
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, values
 from prometheus_client.registry import Collector
 
+from hark.proc import pid_alive
+
 log = logging.getLogger(__name__)
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -41,13 +43,6 @@ def _base_dir() -> Path:
     return SHM_DIR if SHM_DIR.is_dir() and os.access(SHM_DIR, os.W_OK) else Path(tempfile.gettempdir())
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
@@ -55,7 +50,7 @@ def _remove_stale(base: Path) -> None:
     """Delete directories of process groups whose parent is gone (a killed `hark api` or supervisor)."""
     for entry in base.glob("hark-metrics-*"):
         match = _DIR_RE.match(entry.name)
-        if match and entry.stat().st_uid == os.getuid() and not _pid_alive(int(match.group(1))):
+        if match and entry.stat().st_uid == os.getuid() and not pid_alive(int(match.group(1))):
             shutil.rmtree(entry, ignore_errors=True)
 
 

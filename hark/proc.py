@@ -59,3 +59,14 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
             os.kill(os.getpid(), sig)
 
     return _preexec
+
+
+def pid_alive(pid: int) -> bool:
+    """True while a process `pid` exists (also when it belongs to another user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -430,6 +430,20 @@ class Settings(BaseSettings):
         text = str(value).strip().lower()
         return {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}.get(text, text)
 
+    # --- window packing of short requests (docs/scheduler.md "Window packing") -----------
+    packing: Literal["on", "off"] = Field("off", validation_alias="HARK_PACKING")
+    """on: the scheduler lays several short requests' speech into one 30 s window and decodes it once
+    (``workers/packing.py``); off: every request is decoded alone."""
+
+    packing_max_seconds: float = Field(10.0, gt=0, le=29, validation_alias="HARK_PACKING_MAX_SECONDS")
+    """Only requests with at most this much speech (after VAD trimming) are packed; longer ones go solo."""
+
+    @field_validator("packing", mode="before")
+    @classmethod
+    def _parse_packing(cls, value: object) -> object:
+        text = str(value).strip().lower()
+        return {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}.get(text, text)
+
     @field_validator("deployment")
     @classmethod
     def _check_deployment(cls, value: str) -> str:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
-
+from hark.gunicorn_app import GunicornApp
 from hark.logs import start_component
 from hark.settings import Settings
 
@@ -23,20 +23,10 @@ from hark.settings import Settings
 PROXY_THREADS = 8
 
 
-class LicenseProxyServer(BaseApplication):
-    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
-        self.settings = settings
-        self.options = options
-        super().__init__()
+def _load_app(settings: Settings) -> Any:
+    from license_proxy.app import create_app
 
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Any:
-        from license_proxy.app import create_app
-
-        return create_app(self.settings)
+    return create_app(settings)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                "worker_class": "gthread", "threads": PROXY_THREADS, "timeout": 30, "graceful_timeout": 5,
                "loglevel": settings.log_level.lower(), "accesslog": None}  # fmt: skip
     try:
-        LicenseProxyServer(settings, options).run()
+        GunicornApp(partial(_load_app, settings), options).run()
     except SystemExit as stop:
         code = stop.code
         return code if isinstance(code, int) else (0 if code is None else 1)

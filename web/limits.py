@@ -22,6 +22,7 @@ import threading
 import redis
 from flask import Flask, current_app, g, request
 
+from hark.lease_set import LeaseSet
 from hark.queues import redis_key
 from web.auth import PUBLIC_ENDPOINTS
 from web.errors import ApiError
@@ -33,28 +34,6 @@ LEASE_SECONDS = 30.0
 #: Seconds a refused client should wait before retrying (one of its own requests must end first).
 RETRY_AFTER_SECONDS = 2
 
-#: KEYS: the client's set. ARGV: limit, lease seconds, token. Returns the count after, or 0 if refused.
-_ACQUIRE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local count = redis.call('ZCARD', KEYS[1])
-if count >= tonumber(ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
-redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 60)
-return count + 1
-"""
-
-#: KEYS: one client's set. ARGV: lease seconds, tokens... Extends the tokens still present.
-_RENEW = """
-local t = redis.call('TIME')
-local until_ = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', until_, ARGV[i]) end
-redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])) + 60)
-return 1
-"""
-
-
 class ClientLimiter:
     """Leases of in-flight requests per client, shared by every API process through Redis."""
 
@@ -63,8 +42,7 @@ class ClientLimiter:
         self.deployment = deployment
         self.limit = limit
         self.lease = lease
-        self._acquire = client.register_script(_ACQUIRE)
-        self._renew = client.register_script(_RENEW)
+        self.leases = LeaseSet(client)
         self._held: dict[str, str] = {}  # token -> Redis key
         self._lock = threading.Lock()
         self._renewer: threading.Thread | None = None
@@ -77,7 +55,7 @@ class ClientLimiter:
         """A token for one more request of `client_id`, or None when it is at its limit."""
         token = secrets.token_hex(8)
         key = self.key(client_id)
-        if not int(self._acquire(keys=[key], args=[self.limit, self.lease, token])):
+        if not self.leases.acquire(key, token, self.limit, self.lease):
             return None
         with self._lock:
             self._held[token] = key
@@ -89,7 +67,7 @@ class ClientLimiter:
         with self._lock:
             key = self._held.pop(token, None)
         if key is not None:
-            self.client.zrem(key, token)
+            self.leases.release(key, token)
 
     def renew(self) -> None:
         """Extend the leases of the requests this process still serves."""
@@ -98,7 +76,7 @@ class ClientLimiter:
             for token, key in self._held.items():
                 by_key.setdefault(key, []).append(token)
         for key, tokens in by_key.items():
-            self._renew(keys=[key], args=[self.lease, *tokens])
+            self.leases.renew(key, self.lease, *tokens)
 
     def _start_renewer(self) -> None:
         # Called with the lock held. Started on first use, i.e. inside the gunicorn worker process

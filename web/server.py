@@ -19,9 +19,8 @@ import logging
 import sys
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
-
 from hark import multiproc_metrics
+from hark.gunicorn_app import GunicornApp
 from hark.logs import start_component
 from hark.settings import ConfigError, Settings
 from web.gunicorn_conf import capacity, gunicorn_options
@@ -30,23 +29,15 @@ from web.startup_check import run_startup_check
 log = logging.getLogger(__name__)
 
 
-class HarkApi(BaseApplication):
-    """gunicorn application that builds the Flask app in each worker process (no preload)."""
+def build_api(settings: Settings) -> GunicornApp:
+    """gunicorn running the Flask app, built in each worker process (no preload)."""
 
-    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
-        self.settings = settings
-        self.options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            if key in self.cfg.settings and value is not None:
-                self.cfg.set(key, value)
-
-    def load(self) -> Any:
+    def load_app() -> Any:
         from web.app import create_app
 
-        return create_app(self.settings)
+        return create_app(settings)
+
+    return GunicornApp(load_app, gunicorn_options(settings))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -103,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
              "on" if settings.auth_required else "OFF")  # fmt: skip
     metrics_dir = multiproc_metrics.prepare("api")  # before gunicorn forks its workers
     try:
-        HarkApi(settings, options).run()
+        build_api(settings).run()
     except SystemExit as stop:
         code = stop.code
         return code if isinstance(code, int) else (0 if code is None else 1)

@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from hark import registry
+from hark import registry, usage
 from tests.audio import ENGLISH_SENTENCES, AudioFactory
 from tests.conftest import Deployment
 from tests.e2e.helpers import sdk_environment, wer
@@ -102,12 +102,19 @@ def test_async_sdk_streams_and_ends_cleanly(shared_deployment: Deployment, audio
     assert wer(ENGLISH_SENTENCES[4], " ".join(e.transcript for e in finals)) <= 0.3
 
 
+def _live_usage_seconds(deployment: Deployment) -> float:
+    rows = usage.total_rows(deployment.redis)
+    return sum(r.seconds for r in rows if r.deployment == deployment.name and r.language == "en")
+
+
 def test_vad_events_keepalive_and_sentences(shared_deployment: Deployment, audio: AudioFactory) -> None:
+    used_before = _live_usage_seconds(shared_deployment)
     client = LiveClient(ws_url(shared_deployment.url, language="en", vad_events=True, sentence_timestamps=True,
                                full_transcript=True, eou_timeout_ms=400))  # fmt: skip
     client.control("keepalive")
     client.wait_for(lambda m: m.get("type") == "pong", timeout=10)
-    client.send_audio(silence_pcm(1.0) + raw_audio(audio.english(1)) + silence_pcm(1.2), 3200, RATE_BYTES, SPEED)
+    pcm = silence_pcm(1.0) + raw_audio(audio.english(1)) + silence_pcm(1.2)
+    client.send_audio(pcm, 3200, RATE_BYTES, SPEED)
     final = client.wait_for(lambda m: m.get("is_final"), timeout=60)
     client.control("close_stream")
     received = client.wait_closed(60)
@@ -119,6 +126,11 @@ def test_vad_events_keepalive_and_sentences(shared_deployment: Deployment, audio
     assert final["utterances"] and final["utterances"][0]["start"] >= 0.7
     assert wer(ENGLISH_SENTENCES[1], final["full_transcript"]) <= 0.3
     assert sum(1 for m in received.finals if m.get("is_last")) == 1
+    # Usage accounting: the session's audio, counted once by the worker when the session ended.
+    deadline, sent_seconds = time.monotonic() + 5, len(pcm) / RATE_BYTES
+    while _live_usage_seconds(shared_deployment) - used_before < sent_seconds - 0.01 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _live_usage_seconds(shared_deployment) - used_before == pytest.approx(sent_seconds, abs=0.01)
 
 
 def test_silence_and_noise_give_no_text(shared_deployment: Deployment, audio: AudioFactory) -> None:

@@ -16,6 +16,7 @@ import yaml
 from honcho.environ import parse_procfile
 
 from hark.cli import SUBCOMMANDS
+from hark.route_map import RouteMap
 from hark.settings import Settings
 from tests.unit.deploy_helpers import ROOT, assignments, env_of, hark_subcommands, healthcheck_url, procfile_entries
 
@@ -55,7 +56,9 @@ def _built_from(service: dict) -> str:
 
 
 def _apis(services: dict) -> dict[str, dict]:
-    return {n: s for n, s in services.items() if _built_from(s) == "api.Dockerfile"}
+    """The API tiers (one per deployment): the API image running `hark api` (not the dispatcher)."""
+    return {n: s for n, s in services.items()
+            if _built_from(s) == "api.Dockerfile" and hark_subcommands(s.get("command") or []) == ["api"]}  # fmt: skip
 
 
 def _workers(services: dict) -> dict[str, dict]:
@@ -139,6 +142,26 @@ def test_every_compose_command_exists(rendered: dict) -> None:
                 assert sub in SUBCOMMANDS, f"{combination}:{name} runs `hark {sub}`, not in hark.cli.SUBCOMMANDS"
 
 
+def test_dispatcher_is_optional_and_routes_to_apis_of_the_file(rendered: dict) -> None:
+    services = rendered["base"]["services"]
+    dispatcher = services["dispatcher"]
+    assert dispatcher["profiles"] == ["dispatcher"]  # `up` without --profile leaves it out
+    assert hark_subcommands(dispatcher["command"]) == ["dispatcher"] and dispatcher["image"].startswith("hark-api")
+    assert "dispatcher" not in _apis(services) and not env_of(dispatcher).get("HARK_DEPLOYMENT")  # not a deployment
+    env = env_of(dispatcher)
+    assert healthcheck_url(dispatcher["healthcheck"]["test"]) == f"http://127.0.0.1:{env['HARK_DISPATCHER_PORT']}/health"
+    assert any(str(p.get("target") if isinstance(p, dict) else p).endswith(env["HARK_DISPATCHER_PORT"])
+               for p in dispatcher["ports"])  # fmt: skip
+    source, _, mode = next(v.split(":") for v in dispatcher["volumes"] if v.split(":")[1] == env["HARK_ROUTES"])
+    assert mode == "ro"
+    routes = RouteMap.from_file(source)  # the real loader
+    api_urls = {f"http://{name}:7100": name for name in _apis(services)}
+    routed = {url for deployment in routes.deployments for url in deployment.urls}
+    assert routed <= set(api_urls), f"the map names services that are not APIs of the file: {routed - set(api_urls)}"
+    assert api_urls[routes.deployment_for("en").urls[0]] == "api-english"
+    assert routes.fallback is not None and api_urls[routes.fallback.urls[0]] == "api-multi"
+
+
 # --- Procfile ------------------------------------------------------------------------------------
 
 
@@ -171,3 +194,17 @@ def test_procfile_pairs_deployments() -> None:
     assert len(set(api_ports + metrics_ports)) == len(api_ports) + len(metrics_ports)
     assert all("6699" in a["API_BASE_URL"] for a in apis.values())
     assert len({w["MODEL_URL"] for w in workers.values()}) == len(workers)
+
+
+def test_procfile_dispatcher_routes_to_the_procfile_apis() -> None:
+    entries = procfile_entries(ROOT / "Procfile")
+    (name,) = [n for n, c in entries.items() if hark_subcommands(c) == ["dispatcher"]]
+    env = assignments(entries[name])
+    routes = RouteMap.from_file(ROOT / env["HARK_ROUTES"])  # the real loader, the path honcho runs it with
+    api_ports = {a["HARK_API_PORT"]: a["HARK_DEPLOYMENT"] for a in
+                 (assignments(c) for c in entries.values() if hark_subcommands(c) == ["api"])}  # fmt: skip
+    routed = {url for deployment in routes.deployments for url in deployment.urls}
+    assert {url.rsplit(":", 1)[1] for url in routed} == set(api_ports)
+    assert all(url.startswith("http://127.0.0.1:") for url in routed)
+    assert api_ports[routes.deployment_for("en").urls[0].rsplit(":", 1)[1]] == "english"
+    assert env["HARK_DISPATCHER_PORT"] not in api_ports

@@ -7,6 +7,7 @@ target the right Deployment, blue-green copies never collide."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
 import subprocess
@@ -23,6 +24,8 @@ import yaml
 from hark.broker import queue_key
 from hark.cli import SUBCOMMANDS
 from hark.queues import transcribe_queue
+from hark.route_map import RouteMap
+from hark.settings import Settings
 from tests.unit.deploy_helpers import ROOT, hark_subcommands
 
 CHART = ROOT / "deploy" / "helm" / "hark"
@@ -60,6 +63,32 @@ SCALED_OBJECT_SCHEMA = {
         },
     },
 }  # fmt: skip
+#: Prometheus Operator's ServiceMonitor (a CRD): the fields the chart sets.
+SERVICE_MONITOR_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "spec": {
+            "type": "object", "required": ["selector", "endpoints"], "additionalProperties": False,
+            "properties": {
+                "selector": {"type": "object", "required": ["matchLabels"], "additionalProperties": False,
+                             "properties": {"matchLabels": {"type": "object",
+                                                            "additionalProperties": {"type": "string"}}}},
+                "endpoints": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "required": ["port"], "additionalProperties": False,
+                    "properties": {
+                        "port": {"type": "string"}, "path": {"type": "string"},
+                        "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                        "authorization": {"type": "object", "required": ["credentials"], "properties": {
+                            "type": {"type": "string"},
+                            "credentials": {"type": "object", "required": ["name", "key"]}}}}}},
+            },
+        },
+    },
+}  # fmt: skip
+#: CRDs kubernetes-validate has no schema for, checked against the small schemas above.
+CRD_SCHEMAS = {"ScaledObject": SCALED_OBJECT_SCHEMA, "ServiceMonitor": SERVICE_MONITOR_SCHEMA}
 
 
 def _helm() -> str:
@@ -143,8 +172,8 @@ def cached_schemas() -> Iterator[None]:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_manifests_match_the_kubernetes_schemas(rendered: dict, variant: str, cached_schemas: None) -> None:
     for doc in rendered[variant]:
-        if doc["kind"] == "ScaledObject":  # a KEDA CRD: not in kubernetes-validate's schemas
-            jsonschema.validate(doc, SCALED_OBJECT_SCHEMA)
+        if doc["kind"] in CRD_SCHEMAS:  # KEDA's and Prometheus Operator's CRDs: not in kubernetes-validate
+            jsonschema.validate(doc, CRD_SCHEMAS[doc["kind"]])
         else:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
@@ -296,9 +325,131 @@ def _with_pack(**changes: object) -> dict:
     (_with_pack(worker={"minReplicas": 0, "maxReplicas": 2}), "minReplicas"),
     ({"packs": [_with_pack()["packs"][0]] * 2}, "appears twice"),
     (_with_pack(checkpoints=["whisper-tiny-en"]), "same order"),
-], ids=["strategy", "reserved-checkpoint", "no-workers", "duplicate-pack", "urls-vs-checkpoints"])  # fmt: skip
+    ({"dispatcher": {"enabled": True}, "packs": [_with_pack()["packs"][0], _with_pack(name="other")["packs"][0]]},
+     "in two packs"),
+    ({"dispatcher": {"enabled": True, "fallbackPack": "nope"}}, "not a pack name"),
+    ({"dispatcher": {"enabled": True, "extraRoutes": {"en": "http://elsewhere:7100"}}}, "already routed"),
+    ({"metrics": {"apiAuth": "basic"}}, "metrics.apiAuth"),
+    ({"metrics": {"apiAuth": "key", "serviceMonitor": {"enabled": True}}}, "apiKeySecret"),
+], ids=["strategy", "reserved-checkpoint", "no-workers", "duplicate-pack", "urls-vs-checkpoints",
+        "language-in-two-packs", "unknown-fallback-pack", "extra-route-twice", "metrics-auth",
+        "scrape-without-key"])  # fmt: skip
 def test_bad_values_are_refused_with_what_to_fix(override: dict, message: str, tmp_path: Path) -> None:
     values = tmp_path / "values.yaml"
     values.write_text(yaml.safe_dump(override))
     done = _run_helm("template", "hark", str(CHART), "-f", str(values))
     assert done.returncode != 0 and message in done.stderr, done.stderr
+
+
+# --- dispatcher and Prometheus scraping ----------------------------------------------------------
+
+
+def _dispatcher(docs: list[dict]) -> tuple[dict, dict, dict]:
+    """(Deployment, its container, its env) of the dispatcher."""
+    doc = next(d for d in _of(docs, "Deployment").values()
+               if d["metadata"]["labels"]["app.kubernetes.io/component"] == "dispatcher")  # fmt: skip
+    container = doc["spec"]["template"]["spec"]["containers"][0]
+    return doc, container, _env(container)
+
+
+def _selects(service: dict, pod_labels: dict) -> bool:
+    return service["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_dispatcher_is_off_by_default(rendered: dict) -> None:
+    components = {d["metadata"]["labels"].get("app.kubernetes.io/component") for d in rendered["defaults"]}
+    assert "dispatcher" not in components
+
+
+def test_dispatcher_routes_every_pack_language_to_that_packs_api(rendered: dict, tmp_path: Path) -> None:
+    docs, values = rendered["three-packs"], _values("three-packs")
+    doc, container, env = _dispatcher(docs)
+    assert hark_subcommands(container["command"]) == ["dispatcher"]
+    assert container["image"] == f"{values['images']['api']['repository']}:{values['images']['api']['tag']}"
+    # The map: the ConfigMap file mounted where HARK_ROUTES points, loaded by the real loader.
+    routes_path = Path(env["HARK_ROUTES"])
+    pod = doc["spec"]["template"]["spec"]
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(routes_path.parent))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    config_map = _of(docs, "ConfigMap")[volume["configMap"]["name"]]
+    text = config_map["data"][routes_path.name]
+    (tmp_path / routes_path.name).write_text(text)
+    route_map = RouteMap.from_file(tmp_path / routes_path.name)
+    # Each language of each pack -> that pack's own API Service (in this output, selecting its API pods).
+    services = _of(docs, "Service")
+    apis = {env["HARK_DEPLOYMENT"]: api for api, _, env in _pods(docs, "api")}
+    for pack in values["packs"]:
+        api = apis[pack["name"]]
+        service = services[api["metadata"]["name"]]
+        assert _selects(service, api["spec"]["template"]["metadata"]["labels"])
+        assert {p["port"] for p in service["spec"]["ports"]} == {7100}
+        for language in pack["languages"]:
+            assert route_map.deployment_for(language).urls == (f"http://{service['metadata']['name']}:7100",)
+    fallback_api = apis[values["dispatcher"]["fallbackPack"]]["metadata"]["name"]
+    assert route_map.fallback is not None and route_map.fallback.urls == (f"http://{fallback_api}:7100",)
+    assert set(route_map.routes) == {lang for pack in values["packs"] for lang in pack["languages"]}
+    # Served on HARK_DISPATCHER_PORT behind its own Service and PDB; probes on its own /health.
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["http"] == int(env["HARK_DISPATCHER_PORT"]) == Settings.model_fields["dispatcher_port"].default
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    labels = doc["spec"]["template"]["metadata"]["labels"]
+    assert [s for s in services.values() if _selects(s, labels)] == [services[doc["metadata"]["name"]]]
+    pdbs = [p for p in _of(docs, "PodDisruptionBudget").values()
+            if p["spec"]["selector"]["matchLabels"].items() <= labels.items()]  # fmt: skip
+    assert len(pdbs) == 1
+    # The pods roll when the map changes: the annotation is the map's checksum.
+    annotation = doc["spec"]["template"]["metadata"]["annotations"]["checksum/routes"]
+    assert annotation == hashlib.sha256(text.rstrip("\n").encode()).hexdigest()
+
+
+def test_dispatcher_pods_roll_when_packs_change(rendered: dict) -> None:
+    before = _dispatcher(rendered["three-packs"])[0]["spec"]["template"]["metadata"]["annotations"]
+    changed = _render("hark", CHART / "examples" / "three-packs.yaml", extra=("--set", "packs[0].languages={en,cy}"))
+    after = _dispatcher(changed)[0]["spec"]["template"]["metadata"]["annotations"]
+    assert before["checksum/routes"] != after["checksum/routes"]
+    routes = _of(changed, "ConfigMap")["hark-dispatcher-routes"]["data"]["routes.yaml"]
+    assert "cy: http://hark-english-api:7100" in routes
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_api_and_worker_pods_are_annotated_for_scraping(rendered: dict, variant: str) -> None:
+    metrics_auth_values = Settings.model_fields["metrics_auth"].annotation.__args__
+    for component in ("api", "worker"):
+        for doc, container, env in _pods(rendered[variant], component):
+            annotations = doc["spec"]["template"]["metadata"]["annotations"]
+            port_name = "http" if component == "api" else "metrics"
+            port = next(p["containerPort"] for p in container["ports"] if p["name"] == port_name)
+            assert annotations["prometheus.io/scrape"] == "true"
+            assert annotations["prometheus.io/port"] == str(port) and annotations["prometheus.io/path"] == "/metrics"
+            if component == "api":  # in the cluster a scraper gets /metrics without an API key (values.yaml)
+                assert env["HARK_METRICS_AUTH"] == _values(variant).get("metrics", {}).get("apiAuth", "open")
+                assert env["HARK_METRICS_AUTH"] in metrics_auth_values
+
+
+def test_scrape_annotations_can_be_switched_off() -> None:
+    docs = _render("hark", extra=("--set", "metrics.podAnnotations=false"))
+    for component in ("api", "worker"):
+        for doc, _, _ in _pods(docs, component):
+            assert "prometheus.io/scrape" not in doc["spec"]["template"]["metadata"].get("annotations", {})
+
+
+def test_service_monitors_reach_every_api_and_worker_pod(rendered: dict) -> None:
+    docs = rendered["three-packs"]
+    services, monitors = _of(docs, "Service"), _of(docs, "ServiceMonitor")
+    assert len(monitors) == 2 and not _of(rendered["defaults"], "ServiceMonitor")
+    for component in ("api", "worker"):
+        monitor = next(m for m in monitors.values() if m["spec"]["selector"]["matchLabels"].get(
+            "app.kubernetes.io/component") == component)  # fmt: skip
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        endpoint = monitor["spec"]["endpoints"][0]
+        assert endpoint["path"] == "/metrics"
+        chosen = [s for s in services.values()
+                  if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]  # fmt: skip
+        pods = list(_pods(docs, component))
+        assert len(chosen) == len(pods) == 3
+        for doc, container, _ in pods:
+            labels = doc["spec"]["template"]["metadata"]["labels"]
+            (service,) = [s for s in chosen if _selects(s, labels)]
+            port = next(p for p in service["spec"]["ports"] if p["name"] == endpoint["port"])
+            assert port["targetPort"] in {p["name"] for p in container["ports"]}

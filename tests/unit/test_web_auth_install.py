@@ -28,11 +28,12 @@ def test_a_blueprint_that_forgets_auth_is_still_protected(make_app: AppFactory) 
     assert client.get("/extra", headers={"Authorization": "Bearer k-one"}).get_json() == {"secret": True}
 
 
-def test_only_probes_metrics_openapi_and_the_console_page_are_public(make_app: AppFactory) -> None:
-    app = make_app(api_keys="k-one")
+def test_only_probes_openapi_and_the_console_page_are_public(make_app: AppFactory) -> None:
+    app = make_app(api_keys="k-one")  # /metrics: public only with HARK_METRICS_AUTH=open (test_web_auth_keys)
     public = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint in PUBLIC_ENDPOINTS}
-    assert public == {"/health", "/ready", "/metrics", "/openapi.json", "/static/<path:filename>", "/console",
+    assert public == {"/health", "/ready", "/openapi.json", "/static/<path:filename>", "/console",
                       "/console/", "/console/static/<path:filename>"}
+    assert_error(app.test_client().get("/metrics"), 401)
     client = app.test_client()
     assert_error(client.get(JOBS + "req_" + "0" * 24), 401)
     assert_error(client.get("/no-such-path"), 401)  # unknown paths are not probed anonymously

@@ -38,7 +38,7 @@ def test_default_capacity_covers_twice_the_slots_of_two_checkpoints() -> None:
 
 def test_options_are_loaded_into_gunicorn() -> None:
     settings = load_settings(api_host="127.0.0.1", api_port=7124, api_workers=1, api_threads=7)
-    app = server.HarkApi(settings, gunicorn_options(settings))
+    app = server.build_api(settings)
     assert app.cfg.worker_class_str == "gthread"
     assert app.cfg.threads == 7 and app.cfg.workers == 1
     assert app.cfg.bind == ["127.0.0.1:7124"]
@@ -47,7 +47,7 @@ def test_options_are_loaded_into_gunicorn() -> None:
 
 def test_access_lines_carry_the_request_id(caplog: pytest.LogCaptureFixture) -> None:
     settings = load_settings()
-    app = server.HarkApi(settings, gunicorn_options(settings))
+    app = server.build_api(settings)
     logger = HarkGunicornLogger(app.cfg)
     response = SimpleNamespace(
         status="413 REQUEST ENTITY TOO LARGE",

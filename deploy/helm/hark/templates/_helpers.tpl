@@ -172,3 +172,49 @@ volumes:
 - { name: AWS_ENDPOINT_URL, value: {{ . | quote }} }
 {{- end }}
 {{- end -}}
+
+{{/* Name of a pack's API Service (and Deployment): (dict "root" $ "pack" $pack). */}}
+{{- define "hark.apiName" -}}
+{{- include "hark.name" (dict "root" .root "suffix" (printf "%s-api" .pack.name)) -}}
+{{- end -}}
+
+{{/* The dispatcher's route map (HARK_ROUTES), as YAML: every language of every pack -> that pack's API
+     Service; dispatcher.fallbackPack's API -> "*"; then dispatcher.extraRoutes. A language claimed twice
+     fails the render (the loader would refuse it at start anyway). */}}
+{{- define "hark.dispatcherRoutes" -}}
+{{- $routes := dict -}}
+{{- $packApis := dict -}}
+{{- range $pack := .Values.packs -}}
+{{- $url := printf "http://%s:7100" (include "hark.apiName" (dict "root" $ "pack" $pack)) -}}
+{{- $_ := set $packApis $pack.name $url -}}
+{{- range $language := $pack.languages -}}
+{{- if hasKey $routes $language -}}
+{{- fail (printf "dispatcher: language %q is in two packs (%s and %s); a language routes to one pack" $language (get $routes $language) $url) -}}
+{{- end -}}
+{{- $_ := set $routes $language $url -}}
+{{- end -}}
+{{- end -}}
+{{- with .Values.dispatcher.fallbackPack -}}
+{{- if not (hasKey $packApis .) -}}
+{{- fail (printf "dispatcher.fallbackPack %q is not a pack name (packs: %s)" . (keys $packApis | sortAlpha | join ", ")) -}}
+{{- end -}}
+{{- $_ := set $routes "*" (get $packApis .) -}}
+{{- end -}}
+{{- range $language, $target := .Values.dispatcher.extraRoutes -}}
+{{- if hasKey $routes $language -}}
+{{- fail (printf "dispatcher.extraRoutes: %q is already routed to %v (by a pack or fallbackPack)" $language (get $routes $language)) -}}
+{{- end -}}
+{{- $_ := set $routes $language $target -}}
+{{- end -}}
+{{- toYaml $routes -}}
+{{- end -}}
+
+{{/* Prometheus scrape annotations of a pod template: (dict "root" $ "port" N). */}}
+{{- define "hark.scrapeAnnotations" -}}
+{{- if .root.Values.metrics.podAnnotations -}}
+annotations:
+  prometheus.io/scrape: "true"
+  prometheus.io/port: {{ .port | quote }}
+  prometheus.io/path: /metrics
+{{- end -}}
+{{- end -}}
