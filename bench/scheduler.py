@@ -8,7 +8,8 @@ over a :class:`~workers.engine.WhisperEngine`:
 - ``split+solo``: the default — the same, plus a replica with all the cores for a request running alone;
 - ``all-cores``: 2 lanes x all the cores each (a lone request on every core, oversubscribed under load);
 - ``one-lane``: 1 lane x all the cores;
-- ``all-cores-b4``: 2 x all the cores with batches of up to 4 (encoder shared), to show what batching does.
+- ``all-cores-b4``: 2 x all the cores with batches of up to 4 (encoder shared), to show what batching does;
+- ``split+solo+pack``: the default plus ``HARK_PACKING=on`` (batches of up to 8, short clips packed).
 
 N closed-loop clients each submit a clip, wait for its transcript and submit the next. Throughput is
 a ratio to a plain sequential loop of ``WhisperModel.transcribe`` (faster-whisper defaults, same
@@ -42,6 +43,8 @@ from workers.audio import EncodedAudio, decode_audio  # noqa: E402
 from workers.device import DevicePlan, cpu_count  # noqa: E402
 from workers.engine import WhisperEngine  # noqa: E402
 from workers.executor import CheckpointExecutor  # noqa: E402
+from workers.pack_stage import PackStage  # noqa: E402
+from workers.packing import WindowPacker  # noqa: E402
 
 CHECKPOINT = Path.home() / ".cache/hark/checkpoints/whisper-tiny-en/1.0.0"
 OPTIONS = TranscriptionOptions(language="en")
@@ -101,6 +104,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--layouts", default="", help="comma-separated subset (default: all)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     cores = cpu_count()
@@ -112,19 +116,23 @@ def main() -> int:
         "all-cores": (2, cores, 1),
         "one-lane": (1, cores, 1),
         "all-cores-b4": (2, cores, 4),
+        "split+solo+pack": (2, max(1, cores // 2), 8),
     }
     engines = {name: WhisperEngine(CHECKPOINT, DevicePlan("cpu", "int8", lanes, threads), languages=manifest.languages,
                                    multilingual=manifest.multilingual, beam_size=args.beam,
-                                   solo_threads=cores if name == "split+solo" else 0)
+                                   solo_threads=cores if name.startswith("split+solo") else 0)
                for name, (lanes, threads, _batch) in layouts.items()}  # fmt: skip
     for engine in engines.values():
         engine.warm_up()
+    engines["split+solo+pack"].pack_stage = PackStage(WindowPacker(engines["split+solo+pack"], max_seconds=10))
+    chosen = [name for name in layouts if not args.layouts or name in args.layouts.split(",")]
     direct = direct_sequential(data, args.beam, rounds=2)
     print(f"direct sequential: {direct * 1000:.0f} ms/clip")
     rows = []
     for clients in [int(part) for part in args.clients.split(",")]:
         per_client = max(3, 24 // clients)
-        for name, (lanes, threads, batch) in layouts.items():
+        for name in chosen:
+            lanes, threads, batch = layouts[name]
             with CheckpointExecutor(engines[name], slots=max(clients, 1), lanes=lanes, max_batch=batch,
                                     batch_wait=0.005) as executor:  # fmt: skip
                 result = run_load(executor, data, clients, per_client)

@@ -59,6 +59,9 @@ logger = logging.getLogger("workers.child")
 #: Threads of the webhook child (deliveries waiting on slow receivers).
 WEBHOOK_CONCURRENCY = 8
 
+#: Batch size on CPU with ``HARK_PACKING=on`` and ``HARK_MAX_BATCH`` unset: a 29 s window holds several short clips.
+PACKING_BATCH = 8
+
 EXIT_LOAD_FAILED = 1
 EXIT_CONFIG = 2
 
@@ -163,6 +166,11 @@ def run_model_child(args: argparse.Namespace, settings: Settings) -> int:
                                multilingual=manifest.multilingual, beam_size=settings.beam_size,
                                label=manifest.label, solo_threads=solo)  # fmt: skip
         engine.warm_up()
+        if settings.packing == "on" and settings.scheduler == "batch":
+            from workers.pack_stage import PackStage
+            from workers.packing import WindowPacker
+
+            engine.pack_stage = PackStage(WindowPacker(engine, max_seconds=settings.packing_max_seconds))
         from workers.stream_vad import load_vad_model
 
         load_vad_model()  # live sessions' Silero VAD, loaded once per process before the first session
@@ -227,6 +235,8 @@ def _max_batch(settings: Settings, plan: DevicePlan, engine: WhisperEngine) -> i
     from workers.device import batch_size, gpu_memory_info
 
     if settings.max_batch or plan.device != "cuda":
+        if settings.packing == "on" and not settings.max_batch:
+            return PACKING_BATCH  # the lanes hand the packer up to this many waiting requests at a time
         return batch_size(plan.device, settings.max_batch)
     item_bytes = engine.measure_item_bytes()
     memory = gpu_memory_info()

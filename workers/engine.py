@@ -41,7 +41,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +149,9 @@ class WhisperEngine:
         self._cut_vad = VadOptions(max_speech_duration_s=min(CUT_MAX_SPEECH_SECONDS, window_seconds / 2))
         started = time.perf_counter()
         self._batch_pool: ThreadPoolExecutor | None = None
+        self.pack_stage: Callable[[Sequence[BatchRequest], BatchDone], list[tuple[int, BatchRequest]]] | None = None
+        """Set by the worker with ``HARK_PACKING=on`` (:class:`workers.pack_stage.PackStage`): answers the short
+        members of a batch through the window packer and returns the others, run as usual."""
         self.last_encoder_batches: list[int] = []
         """Sizes of the encoder calls of the latest :meth:`transcribe_many` (logs, tests)."""
         self.model = MeetingWhisperModel(
@@ -248,6 +251,18 @@ class WhisperEngine:
             done: ``done(index, transcript, None)`` or ``done(index, None, error)``.
             encoder_wait: Longest a member waits at the encoder for the others.
         """
+        if self.pack_stage is not None and len(requests) > 1:
+            left = self.pack_stage(requests, done)
+            if len(left) < len(requests):
+                indexes = [index for index, _request in left]
+                requests = [request for _index, request in left]
+                outer = done
+
+                def done(index: int, result: Transcript | None, error: BaseException | None) -> None:
+                    outer(indexes[index], result, error)
+
+            if not requests:
+                return
         meeting = EncoderMeeting(len(requests), encoder_wait, self.model.encode_batch)
 
         def run(index: int) -> None:

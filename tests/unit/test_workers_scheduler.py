@@ -264,6 +264,7 @@ def test_the_model_child_sizes_its_batches_from_the_settings() -> None:
     assert _max_batch(load_settings(HARK_SCHEDULER="lanes", HARK_MAX_BATCH=8), cpu, engine) == 1  # type: ignore[arg-type]
     assert _max_batch(load_settings(HARK_MAX_BATCH=3), cpu, engine) == 3  # type: ignore[arg-type]
     assert _max_batch(load_settings(), cpu, engine) == 1  # type: ignore[arg-type]
+    assert _max_batch(load_settings(HARK_PACKING="on"), cpu, engine) == 8, "packing needs batches to pack"  # type: ignore[arg-type]
     # CUDA without a visible GPU (this machine): no free-memory figure, so the safe batch of one.
     assert _max_batch(load_settings(), cuda, engine) == 1  # type: ignore[arg-type]
     with pytest.raises(ValueError):
@@ -284,3 +285,23 @@ def test_a_request_running_alone_goes_to_the_engines_solo_path() -> None:
         executor.run(pcm(), EN)
         release.set()
     assert engine.order == ["alone", "en"]
+
+
+def test_with_packing_a_batch_of_short_clips_shares_one_window(tiny_beam5: WhisperEngine, audio: AudioFactory) -> None:
+    from workers.pack_stage import PackStage
+    from workers.packing import WindowPacker
+
+    stage = PackStage(WindowPacker(tiny_beam5, max_seconds=10))
+    tiny_beam5.pack_stage = stage
+    try:
+        clips = [audio.english(index).read_bytes() for index in range(3)]
+        with CheckpointExecutor(tiny_beam5, slots=4, lanes=1, max_batch=3, batch_wait=0.05) as executor:
+            release = _hold_lane(executor)
+            submissions = [executor.submit(EncodedAudio(clip, 60), EN, timeout=60) for clip in clips]
+            release.set()
+            texts = [submission.result().text for submission in submissions]
+    finally:
+        tiny_beam5.pack_stage = None
+    assert stage.packed == 3, "the three short clips were answered from one packed window"
+    for index, text in enumerate(texts):
+        assert wer(ENGLISH_SENTENCES[index], text) <= 0.25, text
