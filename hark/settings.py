@@ -156,6 +156,25 @@ class Settings(BaseSettings):
 
     beam_size: int = Field(1, ge=1, le=10, validation_alias="HARK_BEAM_SIZE")
 
+    # --- scheduler (docs/scheduler.md) ------------------------------------------------
+    scheduler: Literal["batch", "lanes"] = Field("batch", validation_alias="HARK_SCHEDULER")
+    """batch: waiting requests with the same options may run as one batched engine call (``HARK_MAX_BATCH``);
+    lanes: every request alone (the comparison point). Both take work first-come-first-served from one queue
+    shared with live sessions, on ``HARK_ENGINE_WORKERS`` lanes of ``HARK_CPU_THREADS`` threads."""
+
+    max_batch: int = Field(0, ge=0, le=64, validation_alias="HARK_MAX_BATCH")
+    """Requests run as one batched engine call at most (scheduler=batch). 0 = by device: 1 on CPU (a batched
+    encoder was measured slower per item there), on CUDA sized from free GPU memory and a measured per-item cost."""
+
+    batch_wait_ms: float = Field(5.0, ge=0, le=200, validation_alias="HARK_BATCH_WAIT_MS")
+    """How long a lane collects same-options requests for a batch before running what it has (only when
+    a batch can form: HARK_MAX_BATCH above 1); a lone request pays at most this."""
+
+    solo_replica: bool = Field(True, validation_alias="HARK_SOLO_REPLICA")
+    """CPU with several lanes: load one more replica with all the checkpoint's cores and run a request on it
+    when nothing else is running or waiting (a lone request gets every core; costs one more copy of the
+    weights in memory). Off: a lone request runs on its lane's share of the cores."""
+
     concurrency_per_checkpoint: int | None = Field(
         None, ge=1, le=1024, validation_alias="HARK_CONCURRENCY_PER_CHECKPOINT"
     )

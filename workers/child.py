@@ -51,12 +51,16 @@ from workers.reaper import Reaper
 
 if TYPE_CHECKING:
     from workers.autoscaler import PackScaler
+    from workers.engine import WhisperEngine
     from workers.executor import CheckpointExecutor
 
 logger = logging.getLogger("workers.child")
 
 #: Threads of the webhook child (deliveries waiting on slow receivers).
 WEBHOOK_CONCURRENCY = 8
+
+#: Batch size on CPU with ``HARK_PACKING=on`` and ``HARK_MAX_BATCH`` unset: a 29 s window holds several short clips.
+PACKING_BATCH = 8
 
 EXIT_LOAD_FAILED = 1
 EXIT_CONFIG = 2
@@ -157,10 +161,16 @@ def run_model_child(args: argparse.Namespace, settings: Settings) -> int:
         manifest = load_manifest(args.checkpoint)
         from workers.engine import WhisperEngine
 
+        solo = plan.cpu_threads * plan.lanes if settings.solo_replica and plan.device == "cpu" and plan.lanes > 1 else 0
         engine = WhisperEngine(args.checkpoint, plan, languages=manifest.languages,
                                multilingual=manifest.multilingual, beam_size=settings.beam_size,
-                               label=manifest.label)  # fmt: skip
+                               label=manifest.label, solo_threads=solo)  # fmt: skip
         engine.warm_up()
+        if settings.packing == "on" and settings.scheduler == "batch":
+            from workers.pack_stage import PackStage
+            from workers.packing import WindowPacker
+
+            engine.pack_stage = PackStage(WindowPacker(engine, max_seconds=settings.packing_max_seconds))
         from workers.stream_vad import load_vad_model
 
         load_vad_model()  # live sessions' Silero VAD, loaded once per process before the first session
@@ -182,7 +192,9 @@ def run_model_child(args: argparse.Namespace, settings: Settings) -> int:
                           compute_type=plan.compute_type, device=plan.device)  # fmt: skip
     queue = transcribe_queue(settings.deployment, manifest.name)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
-    executor = CheckpointExecutor(engine, slots=args.slots, lanes=plan.lanes, on_in_flight=active.set)
+    executor = CheckpointExecutor(engine, slots=args.slots, lanes=plan.lanes, on_in_flight=active.set,
+                                  max_batch=_max_batch(settings, plan, engine),
+                                  batch_wait=settings.batch_wait_ms / 1000)  # fmt: skip
     worker_context.install(worker_context.WorkerContext(
         settings=settings, redis=client, store=worker_context.make_store(settings, client),
         worker_id=args.worker_id, checkpoint=info, executor=executor,
@@ -213,6 +225,24 @@ def run_model_child(args: argparse.Namespace, settings: Settings) -> int:
                        executor.running)  # fmt: skip
         _exit_now(int(code or 0))
     return int(code or 0)
+
+
+def _max_batch(settings: Settings, plan: DevicePlan, engine: WhisperEngine) -> int:
+    """Requests per batched engine call (``HARK_MAX_BATCH``; on CUDA sized from free memory and a measured
+    per-item cost, see :func:`workers.device.batch_size`); 1 with ``HARK_SCHEDULER=lanes``."""
+    if settings.scheduler == "lanes":
+        return 1
+    from workers.device import batch_size, gpu_memory_info
+
+    if settings.max_batch or plan.device != "cuda":
+        if settings.packing == "on" and not settings.max_batch:
+            return PACKING_BATCH  # the lanes hand the packer up to this many waiting requests at a time
+        return batch_size(plan.device, settings.max_batch)
+    item_bytes = engine.measure_item_bytes()
+    memory = gpu_memory_info()
+    chosen = batch_size(plan.device, 0, free_bytes=memory[0] if memory else None, item_bytes=item_bytes)
+    logger.info("batch size %d (free GPU memory %s, %s bytes per item)", chosen, memory and memory[0], item_bytes)
+    return chosen
 
 
 def run_webhook_child(args: argparse.Namespace, settings: Settings) -> int:

@@ -184,11 +184,36 @@ def threads_per_lane(cpu_threads: int, cores: int, lanes: int, checkpoints: int 
     """CTranslate2 threads per lane: ``HARK_CPU_THREADS``, else the cores shared by every lane.
 
     Every lane of every checkpoint of the worker runs on the same cores, so the default divides
-    them all: ``max(1, cores // (lanes × checkpoints))``.
+    them all: ``max(1, cores // (lanes × checkpoints))``. Giving every lane all the cores instead (a lone
+    request on every core) was measured: no faster alone and 25 % slower under load on 2 cores
+    (oversubscribed replicas; docs/scheduler.md), so the cores stay split.
     """
     if cpu_threads > 0:
         return cpu_threads
     return max(1, cores // max(1, lanes * max(1, checkpoints)))
+
+
+#: Largest batch the automatic CUDA sizing picks (the encoder's gain flattens well before).
+MAX_AUTO_BATCH = 16
+#: Per-item GPU memory assumed when it cannot be measured (a 30 s window through a large model).
+DEFAULT_ITEM_BYTES = 192 * 1024 * 1024
+
+
+def batch_size(device: str, requested: int, *, free_bytes: int | None = None, item_bytes: int | None = None,
+               fraction: float = 0.5, cap: int = MAX_AUTO_BATCH) -> int:  # fmt: skip
+    """Requests per batched engine call: ``HARK_MAX_BATCH``, else 1 on CPU, else from GPU memory.
+
+    On CUDA the batch is what `fraction` of the free memory (``torch.cuda.mem_get_info`` after the model
+    is loaded and warmed up) holds at `item_bytes` per item (measured by the engine, or
+    :data:`DEFAULT_ITEM_BYTES`), within ``1..cap``. On a CPU a batch was measured to cost more per item
+    than running the items one after another, so it stays 1.
+    """
+    if requested > 0:
+        return requested
+    if device != "cuda" or free_bytes is None:
+        return 1
+    per_item = item_bytes if item_bytes and item_bytes > 0 else DEFAULT_ITEM_BYTES
+    return max(1, min(cap, int(free_bytes * fraction) // per_item))
 
 
 def plan_device(

@@ -28,6 +28,10 @@ Engine choices, in one place:
   temperature fallback, a token cap), finals decode like the batch path. Segments Whisper itself rates
   as probably not speech (high ``no_speech_prob`` with a low ``avg_logprob``) are dropped, stricter than
   faster-whisper's own rule, since a live session would show the invented words at once.
+- **Batches.** :meth:`WhisperEngine.transcribe_many` runs several requests at once, each through the
+  solo :meth:`~WhisperEngine.transcribe` in a thread of its own, their 30 s windows meeting at the
+  encoder for one batched encode (:mod:`workers.encoder_batch`): results are the solo ones, and a
+  member's error, timeout or cancellation is its own. It pays on a GPU; on a CPU it was measured not to.
 - **Words.** Word timestamps are made monotonic, non-overlapping and clamped inside the audio;
   confidence is the word probability clamped to 0..1.
 """
@@ -35,19 +39,21 @@ Engine choices, in one place:
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from faster_whisper import WhisperModel
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from hark.schemas import Keyword, TranscriptionOptions
 from workers.audio import AudioSource, PcmAudio
 from workers.device import DevicePlan
-from workers.executor import CancelToken
+from workers.encoder_batch import EncoderMeeting, MeetingWhisperModel
+from workers.executor import BatchDone, BatchRequest, CancelToken
 from workers.transcript import SegmentOut, Transcript, WordOut
 from workers.utterance import DecodeRequest, DecodeResult
 
@@ -83,6 +89,11 @@ MIN_UTTERANCE_SAMPLES = SAMPLE_RATE // 10
 #: Mel frames of Whisper's 30 s input window; a batched partial's audio must fit in it.
 WHISPER_FRAMES = 3000
 BATCH_MAX_SAMPLES = 30 * SAMPLE_RATE - 1
+#: Longest a batch member waits at the encoder for the others (they arrive after their own VAD and
+#: features; a member busy decoding a window makes the others encode without it after this).
+ENCODER_MEET_SECONDS = 0.25
+#: Threads running batch members beside the lane's own (they wait on the encoder or on CTranslate2).
+BATCH_THREADS = 64
 
 
 @dataclass
@@ -111,6 +122,7 @@ class WhisperEngine:
         beam_size: int = 1,
         label: str = "",
         window_seconds: float = WINDOW_SECONDS,
+        solo_threads: int = 0,
     ) -> None:
         """Load the model.
 
@@ -122,6 +134,9 @@ class WhisperEngine:
             beam_size: ``HARK_BEAM_SIZE``.
             label: ``name@version``, for logs.
             window_seconds: Audio held and transcribed at a time (tests shrink it; at least 4 guards).
+            solo_threads: On CPU, above ``plan.cpu_threads``: load one more replica with this many threads
+                for :meth:`transcribe_alone` (a request running alone gets all the cores; one more copy of
+                the weights in memory). 0: none.
         """
         if window_seconds < 4 * CUT_GUARD_SECONDS:
             raise ValueError(f"window_seconds must be at least {4 * CUT_GUARD_SECONDS:g} (got {window_seconds:g})")
@@ -133,7 +148,13 @@ class WhisperEngine:
         self.window_seconds = window_seconds
         self._cut_vad = VadOptions(max_speech_duration_s=min(CUT_MAX_SPEECH_SECONDS, window_seconds / 2))
         started = time.perf_counter()
-        self.model = WhisperModel(
+        self._batch_pool: ThreadPoolExecutor | None = None
+        self.pack_stage: Callable[[Sequence[BatchRequest], BatchDone], list[tuple[int, BatchRequest]]] | None = None
+        """Set by the worker with ``HARK_PACKING=on`` (:class:`workers.pack_stage.PackStage`): answers the short
+        members of a batch through the window packer and returns the others, run as usual."""
+        self.last_encoder_batches: list[int] = []
+        """Sizes of the encoder calls of the latest :meth:`transcribe_many` (logs, tests)."""
+        self.model = MeetingWhisperModel(
             str(model_path),
             device=plan.device,
             compute_type=plan.compute_type,
@@ -141,6 +162,11 @@ class WhisperEngine:
             num_workers=plan.lanes,
             local_files_only=True,
         )
+        self._local = threading.local()
+        self.solo_model: MeetingWhisperModel | None = None
+        if plan.device == "cpu" and solo_threads > plan.cpu_threads:
+            self.solo_model = MeetingWhisperModel(str(model_path), device="cpu", compute_type=plan.compute_type,
+                                                  cpu_threads=solo_threads, local_files_only=True)  # fmt: skip
         logger.info("loaded %s on %s (%s, %d lane(s) × %d thread(s)) in %.1f s", self.label, plan.device,
                     plan.compute_type, plan.lanes, plan.cpu_threads, time.perf_counter() - started,
                     extra={"checkpoint": self.label})  # fmt: skip
@@ -197,13 +223,95 @@ class WhisperEngine:
             words=sanitize_words(progress.words, duration),
         )
 
+    def transcribe_alone(self, audio: AudioSource, options: TranscriptionOptions,
+                         cancel: CancelToken | None = None) -> Transcript:  # fmt: skip
+        """:meth:`transcribe` on the solo replica (all the cores) when there is one: the executor calls it
+        for a request that runs with nothing else running or waiting."""
+        if self.solo_model is None:
+            return self.transcribe(audio, options, cancel)
+        self._local.model = self.solo_model
+        try:
+            return self.transcribe(audio, options, cancel)
+        finally:
+            self._local.model = None
+
+    def _window_model(self) -> MeetingWhisperModel:
+        """The model this thread's windows run on (the solo replica inside :meth:`transcribe_alone`)."""
+        return getattr(self._local, "model", None) or self.model
+
+    def transcribe_many(self, requests: Sequence[BatchRequest], done: BatchDone,
+                        encoder_wait: float = ENCODER_MEET_SECONDS) -> None:  # fmt: skip
+        """Transcribe several requests together: their windows share batched encoder calls.
+
+        Each request runs :meth:`transcribe` unchanged in a thread of its own (the first on the caller's);
+        `done` is called as each ends, with its transcript or its own error.
+
+        Args:
+            requests: ``(audio, options, cancel)`` per member.
+            done: ``done(index, transcript, None)`` or ``done(index, None, error)``.
+            encoder_wait: Longest a member waits at the encoder for the others.
+        """
+        if self.pack_stage is not None and len(requests) > 1:
+            left = self.pack_stage(requests, done)
+            if len(left) < len(requests):
+                indexes = [index for index, _request in left]
+                requests = [request for _index, request in left]
+                outer = done
+
+                def done(index: int, result: Transcript | None, error: BaseException | None) -> None:
+                    outer(indexes[index], result, error)
+
+            if not requests:
+                return
+        meeting = EncoderMeeting(len(requests), encoder_wait, self.model.encode_batch)
+
+        def run(index: int) -> None:
+            audio, options, token = requests[index]
+            meeting.join()
+            try:
+                transcript = self.transcribe(audio, options, token)
+            except BaseException as error:
+                meeting.leave()
+                done(index, None, error)
+            else:
+                meeting.leave()
+                done(index, transcript, None)
+            finally:
+                meeting.part()
+
+        if self._batch_pool is None:
+            self._batch_pool = ThreadPoolExecutor(BATCH_THREADS, thread_name_prefix="hark-batch")
+        others = [self._batch_pool.submit(run, index) for index in range(1, len(requests))]
+        if requests:
+            run(0)
+        for future in others:
+            future.result()
+        self.last_encoder_batches = list(meeting.batches)
+        logger.debug("batch of %d: encoder calls of %s", len(requests), meeting.batches,
+                     extra={"checkpoint": self.label})  # fmt: skip
+
+    def measure_item_bytes(self, items: int = 2) -> int | None:
+        """GPU memory one batch item costs: free memory before and after a batched encode of `items`
+        empty windows, per item (CUDA only; None on a CPU or when torch cannot tell)."""
+        if self.plan.device != "cuda":
+            return None
+        from workers.device import gpu_memory_info
+
+        before = gpu_memory_info()
+        mels = self.model.feature_extractor.mel_filters.shape[0]
+        self.model.encode_batch(np.zeros((items, mels, WHISPER_FRAMES), dtype=np.float32))
+        after = gpu_memory_info()
+        if before is None or after is None:
+            return None
+        return max(0, before[0] - after[0]) // items or None
+
     def _transcribe_window(self, samples: np.ndarray, offset: int, progress: _Progress,
                            options: TranscriptionOptions, token: CancelToken, final: bool) -> None:  # fmt: skip
         """Transcribe one window (``offset`` samples into the audio) into `progress`."""
         if progress.language is None and options.detect_among and not progress.detected:
             progress.detected = True  # once: a choice outside the set is not retried per window
             progress.language, progress.probability = self._detect_among(samples, options.detect_among)
-        segments, info = self.model.transcribe(
+        segments, info = self._window_model().transcribe(
             samples,
             language=progress.language,
             beam_size=self.beam_size,
@@ -365,7 +473,7 @@ class WhisperEngine:
 
     def _detect_among(self, samples: np.ndarray, among: Sequence[str]) -> tuple[str | None, float]:
         """The most probable language of the speech within `among` (None: let the model decide)."""
-        _top, _probability, all_probs = self.model.detect_language(audio=samples, vad_filter=True)
+        _top, _probability, all_probs = self._window_model().detect_language(audio=samples, vad_filter=True)
         choice = pick_language(all_probs, among)
         if choice is None:
             logger.warning("none of %s is known to %s; detecting freely", list(among), self.label,
@@ -383,6 +491,8 @@ class WhisperEngine:
         for _ in segments:
             pass
         self.transcribe(PcmAudio(noise), TranscriptionOptions(language=language))
+        if self.solo_model is not None:
+            self.transcribe_alone(PcmAudio(noise), TranscriptionOptions(language=language))
         took = time.perf_counter() - started
         logger.info("warm-up inference of %s took %.2f s", self.label, took, extra={"checkpoint": self.label})
         return took

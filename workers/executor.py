@@ -23,9 +23,16 @@ Live sessions decode short utterances with :meth:`CheckpointExecutor.call` (any 
 future back): the same lanes, counted in ``running``, refused the same way while draining or closed.
 Such calls are short and carry no cancel token: a drain fails those still waiting, running ones finish.
 
-Callers only see ``admit()`` / ``submit() -> Submission`` / ``run()`` / ``call()``. Cross-request batching can later
-replace the dispatcher (collect the queued submissions for a few milliseconds, run them as one batch,
-resolve each future) without changing tasks or the API.
+**Scheduling** (:mod:`workers.scheduler`): submissions and calls wait in one first-come-first-served
+queue, and each of the ``lanes`` threads takes the oldest. With ``max_batch`` above 1 and an engine that
+can run batches (:class:`BatchEngine`), a lane takes the oldest submission together with later ones of
+the same options (:func:`~workers.scheduler.options_key`), collecting for at most ``batch_wait``
+seconds, and runs them as one :meth:`BatchEngine.transcribe_many` call; each member keeps its own token,
+time budget and outcome, so a timed-out or cancelled member leaves the batch without breaking the
+others. ``running`` counts submissions and calls being run (up to ``lanes × max_batch`` with batches).
+
+Callers only see ``admit()`` / ``submit() -> Submission`` / ``run()`` / ``call()``: tasks and the API do
+not know whether their request ran alone or in a batch.
 """
 
 from __future__ import annotations
@@ -33,13 +40,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from hark.schemas import TranscriptionOptions
+from workers.scheduler import RunQueue, options_key
 from workers.transcript import Transcript
 
 if TYPE_CHECKING:
@@ -125,6 +133,32 @@ class Engine(Protocol):
     def transcribe(self, audio: AudioSource, options: TranscriptionOptions, cancel: CancelToken) -> Transcript: ...
 
 
+#: One member of a batch: its audio, options and cancel token.
+BatchRequest = tuple["AudioSource", TranscriptionOptions, CancelToken]
+#: Called once per member as it ends: ``(index, transcript, None)`` or ``(index, None, error)``.
+BatchDone = Callable[[int, "Transcript | None", "BaseException | None"], None]
+
+
+class BatchEngine(Engine, Protocol):
+    """An engine that can run several transcriptions as one batched call."""
+
+    def transcribe_many(self, requests: Sequence[BatchRequest], done: BatchDone) -> None:
+        """Transcribe every request (each exactly as :meth:`transcribe` would), calling `done` for each
+        as it ends; return when all have ended. One member's error or cancellation is its own."""
+        ...
+
+
+class _Call:
+    """A live session's call queued on the lanes."""
+
+    __slots__ = ("args", "fn", "future")
+
+    def __init__(self, future: Future[Any], fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.future = future
+        self.fn = fn
+        self.args = args
+
+
 class Submission:
     """One transcription queued on the lanes: its future, its cancel token and when a lane started it."""
 
@@ -206,19 +240,25 @@ class CheckpointExecutor:
     """
 
     def __init__(self, engine: Engine, slots: int, lanes: int,
-                 on_in_flight: Callable[[int], None] | None = None) -> None:  # fmt: skip
+                 on_in_flight: Callable[[int], None] | None = None, *, max_batch: int = 1,
+                 batch_wait: float = 0.0) -> None:  # fmt: skip
         """Args:
             engine: The loaded checkpoint.
             slots: Requests admitted at once.
-            lanes: Engine calls run at once.
+            lanes: Engine calls (single or batched) run at once.
             on_in_flight: Called with the new in-flight count whenever a slot is taken or freed (under
                 the executor's lock: keep it cheap; the worker sets a Prometheus gauge).
+            max_batch: Submissions run together in one batched engine call (``HARK_MAX_BATCH``); batches
+                form only when the engine has ``transcribe_many``.
+            batch_wait: Seconds a lane collects companions for a batch (``HARK_BATCH_WAIT_MS`` / 1000).
         """
-        if slots < 1 or lanes < 1:
-            raise ValueError(f"slots and lanes must be at least 1 (got slots={slots}, lanes={lanes})")
+        if slots < 1 or lanes < 1 or max_batch < 1:
+            raise ValueError(f"slots, lanes and max_batch must be at least 1 (got slots={slots}, lanes={lanes}, "
+                             f"max_batch={max_batch})")  # fmt: skip
         self.engine = engine
         self.slots = slots
         self.lanes = lanes
+        self.max_batch = max_batch if callable(getattr(engine, "transcribe_many", None)) else 1
         self._lock = threading.Lock()
         self._capacity = slots
         self._in_flight = 0
@@ -232,7 +272,11 @@ class CheckpointExecutor:
         self._active: set[Submission] = set()
         self._waiting_calls: set[Future[Any]] = set()
         self._drain_timer: threading.Timer | None = None
-        self._dispatcher = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="hark-lane")
+        self._queue: RunQueue[Submission | _Call] = RunQueue(self.max_batch, max(0.0, batch_wait))
+        self._lane_threads = [threading.Thread(target=self._lane, name=f"hark-lane-{index}", daemon=True)
+                              for index in range(lanes)]  # fmt: skip
+        for thread in self._lane_threads:
+            thread.start()
 
     # --- counters ---------------------------------------------------------------------------------
     @property
@@ -260,7 +304,7 @@ class CheckpointExecutor:
 
     @property
     def running(self) -> int:
-        """Engine calls running right now (at most ``lanes``)."""
+        """Submissions and calls running right now (at most ``lanes``, or ``lanes × max_batch`` in batches)."""
         with self._lock:
             return self._running
 
@@ -332,7 +376,7 @@ class CheckpointExecutor:
                 raise ExecutorDraining("the worker is shutting down and takes no new work")
             submission = Submission(audio, options, timeout)
             self._waiting.add(submission)
-        self._dispatcher.submit(self._execute, submission)
+            self._queue.put(submission, options_key(options))
         return submission
 
     def run(self, audio: AudioSource, options: TranscriptionOptions, *, timeout: float | None = None) -> Transcript:
@@ -360,8 +404,22 @@ class CheckpointExecutor:
             if self._draining:
                 raise ExecutorDraining("the worker is shutting down and takes no new work")
             self._waiting_calls.add(future)
-        self._dispatcher.submit(self._execute_call, future, fn, args)
+            self._queue.put(_Call(future, fn, args))
         return future
+
+    def _lane(self) -> None:
+        """One lane: run the queue's oldest work (a call, a submission or a batch) until closed."""
+        while (work := self._queue.take()) is not None:
+            try:
+                first = work[0]
+                if isinstance(first, _Call):
+                    self._execute_call(first.future, first.fn, first.args)
+                elif len(work) == 1:
+                    self._execute(first)
+                else:
+                    self._execute_batch(work)  # type: ignore[arg-type]
+            except BaseException:  # a bug here must not kill the lane: log it and go on
+                logger.exception("lane failed to run its work")
 
     def _execute_call(self, future: Future[Any], fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         with self._lock:
@@ -394,27 +452,74 @@ class CheckpointExecutor:
             if future.set_running_or_notify_cancel():  # False: the caller cancelled it already
                 future.set_exception(error)
 
-    def _execute(self, submission: Submission) -> None:
+    def _begin(self, submission: Submission) -> bool:
+        """Start a submission a lane took: False (and its audio dropped) if it was resolved meanwhile."""
         with self._lock:
             self._waiting.discard(submission)
             if not submission._start():
                 submission.release()
-                return
+                return False
             self._active.add(submission)
             self._running += 1
             self._peak_running = max(self._peak_running, self._running)
-        try:
-            assert submission.audio is not None
-            transcript = self.engine.transcribe(submission.audio, submission.options, submission.token)
-        except BaseException as error:
+            return True
+
+    def _end(self, submission: Submission, result: Transcript | None, error: BaseException | None) -> None:
+        if error is not None:
             submission.finish(error=error)
         else:
-            submission.finish(result=transcript)
+            submission.finish(result=result)
+        submission.release()
+        with self._lock:
+            self._running -= 1
+            self._active.discard(submission)
+
+    def _execute(self, submission: Submission) -> None:
+        if self._begin(submission):
+            with self._lock:  # nothing else running or waiting: the engine may give it every core
+                alone = self._running == 1 and len(self._queue) == 0
+            self._run_started(submission, alone)
+
+    def _execute_batch(self, batch: list[Submission]) -> None:
+        """Run several submissions as one batched engine call; each ends on its own."""
+        members = [submission for submission in batch if self._begin(submission)]
+        if len(members) <= 1:
+            if members:
+                self._run_started(members[0])
+            return
+        ended: set[int] = set()
+        ended_lock = threading.Lock()
+
+        def done(index: int, result: Transcript | None, error: BaseException | None) -> None:
+            with ended_lock:
+                if index in ended:
+                    return
+                ended.add(index)
+            self._end(members[index], result, error)
+
+        logger.debug("running a batch of %d submission(s)", len(members))
+        try:
+            self.engine.transcribe_many(  # type: ignore[attr-defined]
+                [(member.audio, member.options, member.token) for member in members], done)
+        except BaseException as error:
+            for index in range(len(members)):
+                done(index, None, error)
+        for index in range(len(members)):  # an engine that forgot one must not strand it
+            done(index, None, RuntimeError("the batched engine call returned no outcome"))
+
+    def _run_started(self, submission: Submission, alone: bool = False) -> None:
+        """:meth:`_execute` for a submission already begun (`alone`: through ``transcribe_alone`` if the
+        engine has it, e.g. a replica with all the cores)."""
+        result: Transcript | None = None
+        error: BaseException | None = None
+        transcribe = getattr(self.engine, "transcribe_alone", None) if alone else None
+        try:
+            assert submission.audio is not None
+            result = (transcribe or self.engine.transcribe)(submission.audio, submission.options, submission.token)
+        except BaseException as caught:
+            error = caught
         finally:
-            submission.release()
-            with self._lock:
-                self._running -= 1
-                self._active.discard(submission)
+            self._end(submission, result, error)
 
     # --- lifecycle --------------------------------------------------------------------------------
     def begin_drain(self, grace_seconds: float) -> None:
@@ -464,13 +569,19 @@ class CheckpointExecutor:
             waiting = [] if wait else list(self._waiting)
             self._waiting.difference_update(waiting)
             calls = [] if wait else self._take_waiting_calls()
+            if not wait:
+                self._queue.remove(lambda _item: True)
+            self._queue.close()
         if self._drain_timer is not None:
             self._drain_timer.cancel()
-        for submission in waiting:  # their queued lane calls are dropped below: nobody would resolve them
+        for submission in waiting:  # taken off the queue above: nobody else would resolve them
             submission.cancel(ExecutorClosed("the executor closed before the job started"))
             submission.release()
         self._fail_calls(calls, ExecutorClosed("the executor closed before the call started"))
-        self._dispatcher.shutdown(wait=wait, cancel_futures=not wait)
+        if wait:
+            for thread in self._lane_threads:
+                if thread is not threading.current_thread():
+                    thread.join()
 
     def __enter__(self) -> CheckpointExecutor:
         return self
