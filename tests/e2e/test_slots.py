@@ -80,8 +80,9 @@ def test_one_slot_means_one_request_at_a_time(hark: Launcher, bundled_checkpoint
 def test_two_slots_on_the_shared_deployment(shared_deployment: Deployment, audio: AudioFactory,
                                             redis_client: redis.Redis) -> None:  # fmt: skip
     clip = audio.long_english(8).read_bytes()
+    # 10 requests: ~5 s with both slots busy, several heartbeats (every 1.5 s) to see in_flight == 2.
     sampled, answers = _run_and_sample(shared_deployment.url, redis_client, shared_deployment.name,
-                                       "whisper-tiny-en", clip, 6)  # fmt: skip
+                                       "whisper-tiny-en", clip, 10)  # fmt: skip
     for answer in answers:
         assert_success(answer, checkpoint=TINY_EN)
     print(f"slots=2: {sampled}")
