@@ -75,6 +75,7 @@ bench: install checkpoints
 	$(BIN)/python bench/streaming.py --repeat 2
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/dispatcher.py
+	$(BIN)/python bench/throughput.py --levels 1,8,32
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
