@@ -18,7 +18,7 @@ rotated per level, so drift of the shared machine hits all of them alike):
   of ``--peer-grid`` (uvicorn processes × cpu_threads) by the same probe; called with the ``openai``
   client. ``--no-peer`` leaves it out, ``--peer-cmd`` overrides its command line.
 
-Workloads: the 20 short clips (2.8-6.8 s) at every level of closed-loop clients (``--levels``), sent at
+Workloads: the 20 short clips (2.8-6.5 s) at every level of closed-loop clients (``--levels``), sent at
 least ``--min-requests`` times and twice per client; the 60 s file and the mix (short clips with two
 60 s files among them) at ``--long-level``. Per side and level: throughput (audio s / wall s) and its
 ratio to direct-seq, p50/p95 latency and p95/p50, WER (jiwer, corpus), errors, and the RSS of the
@@ -79,6 +79,8 @@ def measure(side: object, workload: str, clips: list[Clip], level: int, deadline
 
 def probe(candidates: list, clips: list[Clip], level_of: dict[str, int], deadline: float) -> tuple[object, list[str]]:
     """Measure each candidate once over `clips`; keep the fastest, stop the rest. Returns it and the notes."""
+    if len(candidates) == 1:
+        return candidates[0], [f"{candidates[0].name} ({candidates[0].description}): the only candidate"]
     notes, best, best_rate = [], None, -1.0
     for side in candidates:
         summary = measure(side, "probe", clips, level_of[side.name], deadline)
@@ -257,8 +259,38 @@ def report(summaries: list[Summary], notes: list[str], rss_runs: list, args: arg
         for name, start, end, errors in rss_runs:
             drift = (end - start) / start * 100 if start else float("nan")
             lines.append(f"| {name} | {start:.0f} | {end:.0f} | {drift:+.1f} % | {errors} |")
-    lines += ["", *notes, "", READING]
+    lines += ["", *targets(summaries), "", *notes, "", READING]
+    if not args.no_peer:
+        lines += ["", PEER_READING]
     return "\n".join(lines)
+
+
+def targets(summaries: list[Summary]) -> list[str]:
+    """Each Hark side against the issue's targets (tiny.en, beam 5, 2 cores), where this run measured it."""
+    by = {(s.side, s.workload, s.clients): s for s in summaries}
+    hark_sides = sorted({s.side for s in summaries if not s.side.startswith(("direct-", "peer-"))})
+    lines = ["Against the targets (short clips; ✓ met, ✗ missed):", ""]
+    for side in hark_sides:
+        checks = []
+        for (name, workload, clients), s in sorted(by.items(), key=lambda item: item[0][2]):
+            if name != side or workload != "short":
+                continue
+            seq, peer = by.get(("direct-seq", workload, clients)), by.get(("peer-best", workload, clients))
+            ratio = s.throughput / seq.throughput if seq and seq.throughput else float("nan")
+            if clients == 1:
+                checks.append(f"1 client {ratio:.2f}× direct-seq (≥ 1.0) {'✓' if ratio >= 1.0 else '✗'}")
+            if clients == 32:
+                checks.append(f"32 clients {ratio:.2f}× direct-seq (≥ 2.0) {'✓' if ratio >= 2.0 else '✗'}")
+                if peer and peer.throughput:
+                    over_peer = s.throughput / peer.throughput
+                    checks.append(f"{over_peer:.2f}× peer-best (≥ 1.5) {'✓' if over_peer >= 1.5 else '✗'}")
+            if clients in (8, 32):
+                checks.append(f"p95/p50 at {clients} {s.tail:.2f} (≤ 1.25) {'✓' if s.tail <= 1.25 else '✗'}")
+            if seq and s.wer == s.wer and seq.wer == seq.wer:
+                points = (s.wer - seq.wer) * 100
+                checks.append(f"WER at {clients} {points:+.1f} points (≤ 0.5) {'✓' if points <= 0.5 else '✗'}")
+        lines.append(f"- **{side}**: " + ("; ".join(checks) or "no level of 1, 8 or 32 measured") + ".")
+    return lines
 
 
 READING = (
@@ -272,34 +304,49 @@ READING = (
 )
 
 
+PEER_READING = (
+    "The peer: faster-whisper-server 0.0.3 (PyPI; FastAPI + uvicorn, OpenAI-compatible "
+    "`/v1/audio/transcriptions`), installed by `bench/install_peer.sh` into its own venv with faster-whisper, "
+    "CTranslate2, onnxruntime, av, tokenizers and numpy pinned to Hark's versions, serving the same local model "
+    "directory offline through its YAML config (`model_options`: int8, cpu_threads, num_workers 1; "
+    "`transcribe_options`: beam, VAD, language en). It decodes inside its `async` endpoint, so one uvicorn "
+    "process answers one request at a time (others wait in its event loop); its parallelism is processes "
+    "(`--workers`), each loading its own model, hence the `processes × threads` grid. Leave `OMP_NUM_THREADS` "
+    "unset on every side: set to 1 it changed tiny.en's output here (short-clip WER 13.2 % → 18.9 %, e.g. "
+    "\"quick brown fox\" → \"quick round fark\"), which would compare different decoders."
+)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--levels", default="1,4,8,32,128", help="closed-loop clients per level, comma-separated")
+    parser.add_argument("--levels", default=None, help="closed-loop clients per level (default 1,4,8,32,128)")
     parser.add_argument("--beam", type=int, default=5, help="beam size on every side (Hark: HARK_BEAM_SIZE)")
     parser.add_argument("--side", action="append", default=None,
                         help="a Hark side NAME[:KEY=VAL,...] (repeatable; default hark-current)")  # fmt: skip
     parser.add_argument("--hark-env", action="append", default=[], help="KEY=VAL for every Hark side (repeatable)")
-    parser.add_argument("--direct-grid", default="1x2x1,2x1x2,2x1x4,1x1x2",
-                        help="direct configurations WORKERSxTHREADSxCALLERS probed for direct-best")  # fmt: skip
-    parser.add_argument("--peer-grid", default="1x2,2x1", help="peer configurations PROCESSESxTHREADS probed")
+    parser.add_argument("--direct-grid", default=None,
+                        help="direct configurations WORKERSxTHREADSxCALLERS probed for direct-best "
+                        "(default 2x1x2,2x1x4,2x2x2; direct-seq is 1x<cores>x1)")  # fmt: skip
+    parser.add_argument("--peer-grid", default=None, help="peer PROCESSESxTHREADS probed (default 1x2,2x1)")
     parser.add_argument("--peer-venv", type=Path, default=DEFAULT_PEER_VENV)
     parser.add_argument("--peer-cmd", default=None, help="peer command line ({venv} {config} {port} {processes})")
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--clips", type=int, default=20, help="short clips used (at most 20)")
     parser.add_argument("--min-requests", type=int, default=40, help="requests per side and level, at least")
-    parser.add_argument("--long-level", type=int, default=4, help="clients for the 60 s and mix workloads (0: skip)")
+    parser.add_argument("--long-level", type=int, default=None, help="clients for the 60 s and mix workloads (0: skip)")
     parser.add_argument("--rss-requests", type=int, default=0, help="then send N requests per server side for RSS")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per request")
     parser.add_argument("--level-deadline", type=float, default=900, help="seconds per side and level")
     parser.add_argument("--quick", action="store_true", help="smoke run: 6 clips, levels 1,4, small grids")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
+    defaults = {"levels": ("1,4,8,32,128", "1,4"), "direct_grid": ("2x1x2,2x1x4,2x2x2", "2x1x2"),
+                "peer_grid": ("1x2,2x1", "1x2"), "long_level": (4, 0)}  # (full, --quick) when not given
+    for option, (full, quick) in defaults.items():
+        if getattr(args, option) is None:
+            setattr(args, option, quick if args.quick else full)
     if args.quick:
-        args.clips, args.min_requests = min(args.clips, 6), 6
-        args.long_level = 0 if args.long_level == parser.get_default("long_level") else args.long_level
-        args.levels = "1,4" if args.levels == parser.get_default("levels") else args.levels
-        args.direct_grid = "1x2x1,2x1x2" if args.direct_grid == parser.get_default("direct_grid") else args.direct_grid
-        args.peer_grid = "1x2" if args.peer_grid == parser.get_default("peer_grid") else args.peer_grid
+        args.clips, args.min_requests = min(args.clips, 6), min(args.min_requests, 6)
     args.levels = [int(level) for level in args.levels.split(",") if level.strip()]
     args.side = args.side or ["hark-current"]
     return args

@@ -1,4 +1,4 @@
-"""The fixed audio of ``bench/throughput.py``: 20 short espeak-ng clips (2.6-6.9 s), a 60 s file, a mix.
+"""The fixed audio of ``bench/throughput.py``: 20 short espeak-ng clips (2.8-6.5 s), a 60 s file, a mix.
 
 Made with the tests' :class:`tests.audio.AudioFactory` (espeak-ng, sox) into a cache directory, so the
 set is the same on every run and machine with the same espeak-ng; every clip keeps its spoken text.
@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.throughput_load import Clip
 from tests.audio import AudioFactory, wav_duration
 
-#: Spoken by espeak-ng (en-us, 150 words a minute): 2.8-6.8 s each, 4.6 s on average.
+#: Spoken by espeak-ng (en-us, 150 words a minute): 2.8-6.5 s each, 4.4 s on average (87 s in all).
 SENTENCES: tuple[str, ...] = (
     "please call me back tomorrow morning before ten",
     "the meeting starts at nine in the big room",

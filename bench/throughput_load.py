@@ -135,11 +135,25 @@ def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> flo
     return float(jiwer.wer([ref for ref, _ in pairs], [hyp for _, hyp in pairs]))
 
 
+_UNITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+          "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen")  # fmt: skip
+_TENS = ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+
+
+def number_words(value: int) -> str:
+    """0-99 in words ("twenty one"), as the references spell what Whisper writes in digits."""
+    if value < 20:
+        return _UNITS[value]
+    tens, units = divmod(value, 10)
+    return _TENS[tens - 2] + (f" {_UNITS[units]}" if units else "")
+
+
 def normalize(text: str) -> str:
-    """Lowercase, punctuation removed (apostrophes kept), single spaces (as the e2e tests score)."""
+    """Lowercase, punctuation removed (apostrophes kept), numbers below 100 in words, single spaces."""
     import re
 
     text = re.sub(r"[^\w' ]+", " ", text.lower())
+    text = re.sub(r"\b\d{1,2}\b", lambda match: number_words(int(match.group())), text)
     return re.sub(r"\s+", " ", text).strip()
 
 

@@ -94,8 +94,8 @@ class HarkSide:
         folder.mkdir(parents=True, exist_ok=True)
         self.platform = LocalPlatform(model_dir, folder, f"tp-{name}", **env)
         self._local = threading.local()
-        self.description = "Hark REST submit-and-wait; " + (", ".join(f"{k}={v}" for k, v in sorted(env.items()))
-                                                             or "defaults")  # fmt: skip
+        settings = ", ".join(f"{key}={value}" for key, value in sorted(env.items())) or "defaults"
+        self.description = f"Hark REST submit-and-wait, {hark_plan(env)}; {settings}"
 
     def clients_for(self, level: int) -> int:
         return level
@@ -116,6 +116,19 @@ class HarkSide:
 
     def stop(self) -> None:
         self.platform.stop()
+
+
+def hark_plan(env: dict[str, str]) -> str:
+    """The worker's inference plan (lanes × threads, compute type) under `env`, as the worker decides it."""
+    from hark.settings import load_settings
+    from workers.device import cpu_count, cuda_device_count, plan_device
+
+    settings = load_settings(**{key: value for key, value in env.items() if key.startswith("HARK_")})
+    plan = plan_device(requested_device=settings.device, requested_compute_type=settings.compute_type,
+                       manifest_default="int8", engine_workers=settings.engine_workers,
+                       cpu_threads=settings.cpu_threads, cuda_devices=cuda_device_count(),
+                       cores=cpu_count())  # fmt: skip
+    return f"{plan.device} {plan.compute_type}, {plan.lanes} lane(s) × {plan.cpu_threads} thread(s)"
 
 
 PEER_CONFIG = """models:
@@ -147,10 +160,9 @@ class PeerSide:
         argv = template.format(venv=venv, config=config, port=self.port, model_dir=model_dir,
                                processes=processes).split()  # fmt: skip
         self.log = workdir / f"{name}.log"
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         if shutil.which(argv[0]) is None and not Path(argv[0]).exists():
-            raise FileNotFoundError(f"{argv[0]} not found: install the peer with `python3.11 -m venv {venv} && "
-                                    f"{venv}/bin/pip install faster-whisper-server==0.0.3`")  # fmt: skip
+            raise FileNotFoundError(f"{argv[0]} not found: install the peer with `bash bench/install_peer.sh {venv}`")
         with self.log.open("w") as log:
             self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)  # fmt: skip

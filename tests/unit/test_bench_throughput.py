@@ -10,6 +10,7 @@ import pytest
 from bench.throughput_load import (
     Clip,
     closed_loop,
+    normalize,
     parse_grid,
     parse_side,
     percentile,
@@ -70,6 +71,11 @@ def test_closed_loop_deadline_counts_the_unanswered() -> None:
 def test_wer_counts_wrong_words() -> None:
     outcomes, wall = closed_loop(lambda item: "call me back today", [clip(0)], 1, 5)
     assert summarize("s", "short", 1, outcomes, wall).wer == pytest.approx(0.25)
+
+
+def test_numbers_below_100_are_scored_as_words() -> None:
+    spoken = "platform four every twenty minutes twenty one or 100"
+    assert normalize("Platform 4, every 20 minutes; 21 or 100.") == spoken
 
 
 def test_parse_side_and_grid() -> None:
