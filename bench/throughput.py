@@ -50,6 +50,7 @@ from bench.throughput_load import (  # noqa: E402
     parse_grid,
     parse_side,
     request_list,
+    split_rounds,
     summarize,
 )
 from bench.throughput_sides import DirectSide, HarkSide, PeerSide  # noqa: E402
@@ -64,17 +65,56 @@ def log(message: str) -> None:
     print(f"[throughput {time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.2f}] {message}", flush=True)
 
 
+class Tally:
+    """One side's rounds of one level, pooled: outcomes, wall and CPU time, RSS at the first start and last end."""
+
+    def __init__(self, side: object) -> None:
+        self.side = side
+        self.outcomes: list = []
+        self.wall = 0.0
+        self.cpu: float | None = 0.0
+        self.rss_start: float | None = None
+        self.rss_end: float | None = None
+        self.rounds = 0
+
+    def run(self, clips: list[Clip], level: int, deadline: float) -> None:
+        side = self.side
+        if not self.rounds:
+            self.rss_start = side.rss_mb()  # type: ignore[attr-defined]
+        cpu = side.cpu_seconds()  # type: ignore[attr-defined]
+        outcomes, wall = closed_loop(side.transcribe, clips, side.clients_for(level), deadline)  # type: ignore[attr-defined]
+        after = side.cpu_seconds()  # type: ignore[attr-defined]
+        self.cpu = None if cpu is None or after is None or self.cpu is None else self.cpu + after - cpu
+        self.outcomes += outcomes
+        self.wall += wall
+        self.rss_end = side.rss_mb()  # type: ignore[attr-defined]
+        self.rounds += 1
+
+    def summary(self, workload: str, level: int) -> Summary:
+        summary = summarize(self.side.name, workload, level, self.outcomes, self.wall)  # type: ignore[attr-defined]
+        summary.rss_start_mb, summary.rss_end_mb, summary.cpu_seconds = self.rss_start, self.rss_end, self.cpu
+        log(f"{workload} ×{level} {summary.side}: {summary.throughput:.2f} audio s/s, p50 {summary.p50:.2f} s, "
+            f"p95 {summary.p95:.2f} s, WER {summary.wer * 100:.1f} %, CPU/audio {summary.cpu_per_audio:.3f}, "
+            f"errors {summary.errors}" + (f" {summary.error_kinds}" if summary.errors else ""))  # fmt: skip
+        return summary
+
+
 def measure(side: object, workload: str, clips: list[Clip], level: int, deadline: float) -> Summary:
-    """One side over `clips` with its share of `level` clients; RSS before and after."""
-    clients = side.clients_for(level)  # type: ignore[attr-defined]
-    rss_start = side.rss_mb()  # type: ignore[attr-defined]
-    outcomes, wall = closed_loop(side.transcribe, clips, clients, deadline)  # type: ignore[attr-defined]
-    summary = summarize(side.name, workload, level, outcomes, wall)  # type: ignore[attr-defined]
-    summary.rss_start_mb, summary.rss_end_mb = rss_start, side.rss_mb()  # type: ignore[attr-defined]
-    log(f"{workload} ×{level} {summary.side}: {summary.throughput:.2f} audio s/s, p50 {summary.p50:.2f} s, "
-        f"p95 {summary.p95:.2f} s, WER {summary.wer * 100:.1f} %, errors {summary.errors}"
-        + (f" {summary.error_kinds}" if summary.errors else ""))  # fmt: skip
-    return summary
+    """One side over `clips` with its share of `level` clients, in one round."""
+    tally = Tally(side)
+    tally.run(clips, level, deadline)
+    return tally.summary(workload, level)
+
+
+def measure_level(sides: list, workload: str, requests_: list[Clip], level: int, args: argparse.Namespace,
+                  turn: int) -> list[Summary]:  # fmt: skip
+    """Every side over `requests_`, cut into rounds; each round runs every side, in an order rotated per round."""
+    tallies = {id(side): Tally(side) for side in sides}
+    for index, chunk in enumerate(split_rounds(requests_, args.rounds, level)):
+        shift = (turn + index) % len(sides)
+        for side in sides[shift:] + sides[:shift]:
+            tallies[id(side)].run(chunk, level, args.level_deadline)
+    return [tallies[id(side)].summary(workload, level) for side in sides]
 
 
 def probe(candidates: list, clips: list[Clip], level_of: dict[str, int], deadline: float) -> tuple[object, list[str]]:
@@ -200,9 +240,7 @@ def run(args: argparse.Namespace) -> tuple[list[Summary], list[str], list]:
             workloads.append(("mix", args.long_level, mix(clips, long)))
         for turn, (workload, level, requests_) in enumerate(workloads):
             before = os.getloadavg()[0]
-            order = sides[turn % len(sides):] + sides[: turn % len(sides)]
-            for side in order:
-                summaries.append(measure(side, workload, requests_, level, args.level_deadline))
+            summaries += measure_level(sides, workload, requests_, level, args, turn)
             notes.append(f"Load average (1 min) during {workload} ×{level}: {before:.2f} → {os.getloadavg()[0]:.2f}.")
         if args.rss_requests:
             rss_runs = rss_drift(sides, clips, args)
@@ -242,8 +280,8 @@ def report(summaries: list[Summary], notes: list[str], rss_runs: list, args: arg
         f"{datetime.datetime.now():%Y-%m-%d %H:%M}; `bench/throughput.py {' '.join(sys.argv[1:])}`.",
         "",
         "| workload | clients | side | requests | errors | audio s / s | × direct-seq | p50 s | p95 s | p95/p50 "
-        "| WER % | RSS MB start → end |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| WER % | CPU s / audio s | RSS MB start → end |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = {(s.workload, s.clients): s.throughput for s in summaries if s.side == "direct-seq"}
     for s in summaries:
@@ -251,7 +289,7 @@ def report(summaries: list[Summary], notes: list[str], rss_runs: list, args: arg
         rss = f"{s.rss_start_mb:.0f} → {s.rss_end_mb:.0f}" if s.rss_start_mb and s.rss_end_mb else "–"
         lines.append(
             f"| {s.workload} | {s.clients} | {s.side} | {s.requests} | {s.errors} | {s.throughput:.2f} | {ratio:.2f}× "
-            f"| {s.p50:.2f} | {s.p95:.2f} | {s.tail:.2f} | {s.wer * 100:.1f} | {rss} |"
+            f"| {s.p50:.2f} | {s.p95:.2f} | {s.tail:.2f} | {s.wer * 100:.1f} | {s.cpu_per_audio:.3f} | {rss} |"
         )
     if rss_runs:
         lines += ["", f"RSS drift over {args.rss_requests} short requests ({RSS_CLIENTS} clients):", "",
@@ -298,9 +336,13 @@ READING = (
     "arrives); direct sides ignore it (direct-seq is one caller, direct-best its own callers), so their "
     "latency is the service time, and they are rerun at every level only to give each level its own "
     "baseline. *audio s / s* counts answered audio only; *× direct-seq* is against direct-seq on the same "
-    "workload in the same level. The RSS of Hark is its whole `hark worker` process tree, of the peer its "
-    "uvicorn tree; direct sides share the benchmark's process (–). A shared 2-core machine moves numbers "
-    "by ±10 % between runs: compare ratios within one run."
+    "workload in the same level. Each level is cut into `--rounds` rounds (at least two requests per client "
+    "each) and every round runs every side, in an order rotated per round; latencies are pooled over the "
+    "rounds. *CPU s / audio s* is the CPU time of the side's serving processes (Hark: Redis, worker, API; "
+    "peer: uvicorn; direct: the benchmark process) per answered audio second: the cost, which load from "
+    "other jobs changes far less than it changes wall time. The RSS of Hark is its whole `hark worker` "
+    "process tree, of the peer its uvicorn tree; direct sides share the benchmark's process (–). A shared "
+    "2-core machine moves numbers by ±10 % between runs: compare ratios within one run."
 )
 
 
@@ -335,6 +377,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-requests", type=int, default=40, help="requests per side and level, at least")
     parser.add_argument("--long-level", type=int, default=None, help="clients for the 60 s and mix workloads (0: skip)")
     parser.add_argument("--rss-requests", type=int, default=0, help="then send N requests per server side for RSS")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds per level, each running every side (at least 2 requests per client a round)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per request")
     parser.add_argument("--level-deadline", type=float, default=900, help="seconds per side and level")
     parser.add_argument("--quick", action="store_true", help="smoke run: 6 clips, levels 1,4, small grids")

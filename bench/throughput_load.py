@@ -51,11 +51,20 @@ class Summary:
     error_kinds: list[str] = field(default_factory=list)
     rss_start_mb: float | None = None
     rss_end_mb: float | None = None
+    cpu_seconds: float | None = None
+    """CPU time the side's serving processes spent on this level (user + system, all threads)."""
 
     @property
     def throughput(self) -> float:
         """Audio seconds answered per wall second."""
         return self.audio_seconds / self.wall if self.wall > 0 else 0.0
+
+    @property
+    def cpu_per_audio(self) -> float:
+        """CPU seconds per answered audio second: the cost, which other jobs' load hardly moves."""
+        if self.cpu_seconds is None or not self.audio_seconds:
+            return float("nan")
+        return self.cpu_seconds / self.audio_seconds
 
     @property
     def tail(self) -> float:
@@ -76,6 +85,13 @@ def request_list(clips: Sequence[Clip], clients: int, minimum: int) -> list[Clip
     wanted = max(minimum, 2 * clients, 1)
     passes = math.ceil(wanted / max(1, len(clips)))
     return list(clips) * passes
+
+
+def split_rounds(requests: Sequence[Clip], rounds: int, clients: int) -> list[list[Clip]]:
+    """`requests` cut into at most `rounds` contiguous rounds of at least two requests per client each."""
+    count = max(1, min(rounds, len(requests) // max(1, 2 * clients)))
+    size = math.ceil(len(requests) / count)
+    return [list(requests[start:start + size]) for start in range(0, len(requests), size)]
 
 
 def closed_loop(call: Callable[[Clip], str], clips: Sequence[Clip], clients: int,

@@ -42,6 +42,26 @@ def tree_rss_mb(pid: int) -> float | None:
     return total / 2**20
 
 
+def tree_cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU seconds of processes and all their live descendants (None when one is gone)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return None
+        for process in tree:
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+    return total
+
+
 class DirectSide:
     """In-process ``WhisperModel.transcribe`` with Hark's options (language, beam, VAD, no word times).
 
@@ -79,6 +99,9 @@ class DirectSide:
     def rss_mb(self) -> float | None:
         return None  # shares the benchmark's own process
 
+    def cpu_seconds(self) -> float | None:
+        return tree_cpu_seconds([os.getpid()])  # this process: the model's threads and the caller loop
+
     def stop(self) -> None:
         del self.model
 
@@ -113,6 +136,9 @@ class HarkSide:
 
     def rss_mb(self) -> float | None:
         return tree_rss_mb(self.platform.worker_pid)
+
+    def cpu_seconds(self) -> float | None:
+        return tree_cpu_seconds([process.pid for process in self.platform.processes])  # Redis, worker, API
 
     def stop(self) -> None:
         self.platform.stop()
@@ -210,6 +236,9 @@ class PeerSide:
 
     def rss_mb(self) -> float | None:
         return tree_rss_mb(self.process.pid)
+
+    def cpu_seconds(self) -> float | None:
+        return tree_cpu_seconds([self.process.pid])
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -15,6 +15,7 @@ from bench.throughput_load import (
     parse_side,
     percentile,
     request_list,
+    split_rounds,
     summarize,
 )
 
@@ -36,6 +37,13 @@ def test_request_list_repeats_whole_passes() -> None:
     assert request_list(clips, 1, 40) == clips * 2
     assert request_list(clips, 32, 40) == clips * 4  # two per client: 64 -> 80
     assert len(request_list(clips[:6], 4, 6)) == 12
+
+
+def test_split_rounds_keeps_two_requests_per_client() -> None:
+    requests = [clip(i) for i in range(40)]
+    assert [len(chunk) for chunk in split_rounds(requests, 2, 8)] == [20, 20]
+    assert [len(chunk) for chunk in split_rounds(requests, 2, 32)] == [40]  # 20 a round would be < 2 per client
+    assert [item for chunk in split_rounds(requests, 3, 1) for item in chunk] == requests
 
 
 def test_closed_loop_keeps_at_most_n_in_flight_and_counts_errors() -> None:
