@@ -76,6 +76,8 @@ bench: install checkpoints
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/dispatcher.py
 	$(BIN)/python bench/packing.py
+	$(BIN)/python bench/scheduler.py
+	$(BIN)/python bench/throughput.py --levels 1,8,32
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
