@@ -60,6 +60,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float = 15.0,
+                       interval: float = 0.1) -> None:
+    """Poll ``<url>/health`` until it answers 200; fail with `log`'s text if `process` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
+        time.sleep(interval)
+
+
 def new_deployment_name(prefix: str = "t") -> str:
     """A unique deployment name such as ``t-1a2b3c4d`` (valid for HARK_DEPLOYMENT)."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import requests
 from websockets.sync.client import connect
 from websockets.sync.server import ServerConnection, serve
 
-from tests.processes import free_port
+from tests.processes import free_port, wait_until_healthy
 from tests.upstreams import Upstream, refused_url, upstreams
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")]
@@ -66,15 +65,7 @@ def gateway(tmp_path: Path) -> Iterator[tuple[str, Upstream, Upstream]]:
                                  stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    if requests.get(f"{url}/health", timeout=1).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                assert nginx.poll() is None and time.monotonic() < deadline, (tmp_path / "logs/error.log").read_text()
-                time.sleep(0.1)
+            wait_until_healthy(url, nginx, tmp_path / "logs/error.log")
             yield url, en, eu
         finally:
             nginx.terminate()

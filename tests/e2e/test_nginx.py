@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.processes import HarkProcess, Launcher, free_port
+from tests.processes import HarkProcess, Launcher, free_port, wait_until_healthy
 from tests.unit.web_helpers import TINY_EN, WAV, announce
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")]
@@ -53,15 +53,7 @@ def proxied(hark: Launcher, tmp_path: Path) -> Iterator[tuple[str, HarkProcess]]
                              stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert nginx.poll() is None and time.monotonic() < deadline, (tmp_path / "logs" / "error.log").read_text()
-            time.sleep(0.2)
+        wait_until_healthy(url, nginx, tmp_path / "logs" / "error.log", interval=0.2)
         yield url, api
     finally:
         nginx.terminate()

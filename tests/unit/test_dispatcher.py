@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import requests
 from websockets.sync.client import connect
 from websockets.sync.server import ServerConnection, serve
 
-from tests.processes import free_port
+from tests.processes import free_port, wait_until_healthy
 from tests.upstreams import Upstream, refused_url, upstreams
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,15 +64,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if requests.get(f"{url}/health", timeout=1).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                assert process.poll() is None and time.monotonic() < deadline, (workdir / "dispatcher.log").read_text()
-                time.sleep(0.1)
+            wait_until_healthy(url, process, workdir / "dispatcher.log", timeout=30)
             yield Setup(url, en, eu, busy, ws_seen)
         finally:
             process.send_signal(signal.SIGINT)  # gunicorn's quick shutdown (SIGTERM waits up to a second)
