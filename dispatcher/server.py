@@ -83,13 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("dispatcher on %s:%d: %d language(s) to %d deployment(s), %d threads", settings.dispatcher_host,
              settings.dispatcher_port, len(routes.routes), len(routes.deployments),
              settings.dispatcher_threads)  # fmt: skip
-    try:
-        app = build(settings, routes)
-        GunicornApp(lambda: app, gunicorn_options(settings)).run()
-    except SystemExit as stop:
-        code = stop.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    return 0
+    app = build(settings, routes)
+    return GunicornApp(lambda: app, gunicorn_options(settings)).serve()
 
 
 if __name__ == "__main__":

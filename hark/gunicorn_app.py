@@ -27,3 +27,12 @@ class GunicornApp(BaseApplication):
 
     def load(self) -> Any:
         return self.load_app()
+
+    def serve(self) -> int:
+        """Run until gunicorn stops; its exit status (gunicorn ends with SystemExit)."""
+        try:
+            self.run()
+        except SystemExit as stop:
+            code = stop.code
+            return code if isinstance(code, int) else (0 if code is None else 1)
+        return 0

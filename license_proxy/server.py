@@ -42,12 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     options = {"bind": f"{settings.license_proxy_host}:{settings.license_proxy_port}", "workers": 1,
                "worker_class": "gthread", "threads": PROXY_THREADS, "timeout": 30, "graceful_timeout": 5,
                "loglevel": settings.log_level.lower(), "accesslog": None}  # fmt: skip
-    try:
-        GunicornApp(partial(_load_app, settings), options).run()
-    except SystemExit as stop:
-        code = stop.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    return 0
+    return GunicornApp(partial(_load_app, settings), options).serve()
 
 
 if __name__ == "__main__":

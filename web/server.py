@@ -94,13 +94,9 @@ def main(argv: list[str] | None = None) -> int:
              "on" if settings.auth_required else "OFF")  # fmt: skip
     metrics_dir = multiproc_metrics.prepare("api")  # before gunicorn forks its workers
     try:
-        build_api(settings).run()
-    except SystemExit as stop:
-        code = stop.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
+        return build_api(settings).serve()
     finally:
         multiproc_metrics.remove(metrics_dir)
-    return 0
 
 
 if __name__ == "__main__":
