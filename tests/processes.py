@@ -60,6 +60,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def nginx_command(conf: Path, prefix: Path, *extra: str) -> list[str]:
+    """nginx on `conf` with every runtime file (pid, logs) under `prefix`; `extra` global directives."""
+    (prefix / "logs").mkdir(parents=True, exist_ok=True)
+    return ["nginx", "-c", str(conf), "-p", str(prefix), "-e", str(prefix / "logs" / "error.log"),
+            "-g", f"pid {prefix / 'nginx.pid'};{' '.join(extra)}"]  # fmt: skip
+
+
 def wait_until_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float = 15.0,
                        interval: float = 0.1) -> None:
     """Poll ``<url>/health`` until it answers 200; fail with `log`'s text if `process` exits or time runs out."""

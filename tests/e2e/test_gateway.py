@@ -15,7 +15,7 @@ import requests
 from websockets.sync.client import connect
 from websockets.sync.server import ServerConnection, serve
 
-from tests.processes import free_port, wait_until_healthy
+from tests.processes import free_port, nginx_command, wait_until_healthy
 from tests.upstreams import Upstream, refused_url, upstreams
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")]
@@ -24,14 +24,8 @@ CONF = Path(__file__).resolve().parents[2] / "deploy" / "gateway" / "nginx-langu
 STT = "/waves/v1/stt/"
 
 
-def _nginx(conf: Path, prefix: Path, *extra: str) -> list[str]:
-    (prefix / "logs").mkdir(parents=True, exist_ok=True)
-    return ["nginx", "-c", str(conf), "-p", str(prefix), "-e", str(prefix / "logs" / "error.log"),
-            "-g", f"pid {prefix / 'nginx.pid'};{' '.join(extra)}"]  # fmt: skip
-
-
 def test_the_shipped_gateway_config_is_valid(tmp_path: Path) -> None:
-    result = subprocess.run([*_nginx(CONF, tmp_path, ""), "-t"], capture_output=True, text=True, timeout=30)
+    result = subprocess.run([*nginx_command(CONF, tmp_path, ""), "-t"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
 
 
@@ -61,7 +55,7 @@ def gateway(tmp_path: Path) -> Iterator[tuple[str, Upstream, Upstream]]:
             text = text.replace(old, new, 1)
         conf = tmp_path / "nginx.conf"
         conf.write_text(text, encoding="utf-8")
-        nginx = subprocess.Popen(_nginx(conf, tmp_path, "daemon off;"), stdout=subprocess.DEVNULL,
+        nginx = subprocess.Popen(nginx_command(conf, tmp_path, "daemon off;"), stdout=subprocess.DEVNULL,
                                  stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         try:

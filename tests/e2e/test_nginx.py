@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.processes import HarkProcess, Launcher, free_port, wait_until_healthy
+from tests.processes import HarkProcess, Launcher, free_port, nginx_command, wait_until_healthy
 from tests.unit.web_helpers import TINY_EN, WAV, announce
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")]
@@ -21,14 +21,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("nginx") is None,
 CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "hark.conf"
 
 
-def _nginx(conf: Path, prefix: Path, *extra: str) -> list[str]:
-    (prefix / "logs").mkdir(parents=True, exist_ok=True)
-    return ["nginx", "-c", str(conf), "-p", str(prefix), "-e", str(prefix / "logs" / "error.log"),
-            "-g", f"pid {prefix / 'nginx.pid'};{' '.join(extra)}"]  # fmt: skip
-
-
 def test_the_shipped_config_is_valid(tmp_path: Path) -> None:
-    result = subprocess.run([*_nginx(CONF, tmp_path, ""), "-t"], capture_output=True, text=True, timeout=30)
+    result = subprocess.run([*nginx_command(CONF, tmp_path, ""), "-t"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
 
 
@@ -49,7 +43,7 @@ def proxied(hark: Launcher, tmp_path: Path) -> Iterator[tuple[str, HarkProcess]]
         text = text.replace(old, new, 1)
     conf = tmp_path / "nginx.conf"
     conf.write_text(text, encoding="utf-8")
-    nginx = subprocess.Popen(_nginx(conf, tmp_path, "daemon off;"), stdout=subprocess.DEVNULL,
+    nginx = subprocess.Popen(nginx_command(conf, tmp_path, "daemon off;"), stdout=subprocess.DEVNULL,
                              stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
