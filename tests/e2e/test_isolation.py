@@ -74,7 +74,9 @@ def test_a_short_visibility_timeout_never_requeues_another_deployments_running_j
     hark.start_worker(dep_a, [bundled_checkpoints.tiny_en], HARK_CONCURRENCY_PER_CHECKPOINT=1,
                       HARK_JOB_TIMEOUT_SECONDS=10, HARK_VISIBILITY_TIMEOUT_SECONDS=11)  # fmt: skip
     # Two slots and one lane: a second copy of the job would be admitted (and logged) at once.
-    worker_b = hark.start_worker(dep_b, [bundled_checkpoints.tiny_en], HARK_CONCURRENCY_PER_CHECKPOINT=2)
+    # No all-cores solo replica: the lone job must run on one lane's thread to outlive A's timeout + sweeps.
+    worker_b = hark.start_worker(dep_b, [bundled_checkpoints.tiny_en], HARK_CONCURRENCY_PER_CHECKPOINT=2,
+                                 HARK_SOLO_REPLICA="off")  # fmt: skip
     api_b = hark.start_api(dep_b, HARK_SYNC_WAIT_SECONDS="0.5")
     assert api_b.base_url
 
