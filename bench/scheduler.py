@@ -105,6 +105,7 @@ def main() -> int:
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--layouts", default="", help="comma-separated subset (default: all)")
+    parser.add_argument("--per-client", type=int, default=0, help="requests per client (default: 24 / clients, at least 3)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     cores = cpu_count()
@@ -130,7 +131,7 @@ def main() -> int:
     print(f"direct sequential: {direct * 1000:.0f} ms/clip")
     rows = []
     for clients in [int(part) for part in args.clients.split(",")]:
-        per_client = max(3, 24 // clients)
+        per_client = args.per_client or max(3, 24 // clients)
         for name in chosen:
             lanes, threads, batch = layouts[name]
             with CheckpointExecutor(engines[name], slots=max(clients, 1), lanes=lanes, max_batch=batch,
