@@ -105,7 +105,7 @@ def main() -> int:
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--layouts", default="", help="comma-separated subset (default: all)")
-    parser.add_argument("--per-client", type=int, default=0, help="requests per client (default: 24 / clients, at least 3)")
+    parser.add_argument("--per-client", type=int, default=0, help="requests per client (default 24 / clients, >= 3)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     cores = cpu_count()
@@ -135,7 +135,7 @@ def main() -> int:
         for name in chosen:
             lanes, threads, batch = layouts[name]
             with CheckpointExecutor(engines[name], slots=max(clients, 1), lanes=lanes, max_batch=batch,
-                                    batch_wait=0.005) as executor:  # fmt: skip
+                                    batch_wait=0.005, share_batches=name.endswith("+pack")) as executor:  # fmt: skip
                 result = run_load(executor, data, clients, per_client)
             ratio = direct / result["per_clip"]
             rows.append(f"| {name} | {lanes} x {threads} | {batch} | {clients} | {result['per_clip'] * 1000:.0f} | "

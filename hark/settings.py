@@ -166,9 +166,18 @@ class Settings(BaseSettings):
     """Requests run as one batched engine call at most (scheduler=batch). 0 = by device: 1 on CPU (a batched
     encoder was measured slower per item there), on CUDA sized from free GPU memory and a measured per-item cost."""
 
-    batch_wait_ms: float = Field(5.0, ge=0, le=200, validation_alias="HARK_BATCH_WAIT_MS")
+    batch_wait_ms: float | None = Field(None, ge=0, le=200, validation_alias="HARK_BATCH_WAIT_MS")
     """How long a lane collects same-options requests for a batch before running what it has (only when
-    a batch can form: HARK_MAX_BATCH above 1); a lone request pays at most this."""
+    a batch can form: HARK_MAX_BATCH above 1). Unset: 5 ms, or 25 ms with HARK_PACKING=on, where a lane
+    stops collecting as soon as it holds its share of the outstanding work (a lone request never waits)
+    and a fuller window answers more requests per pass (measured: docs/scheduler.md)."""
+
+    @property
+    def batch_wait_seconds(self) -> float:
+        """``HARK_BATCH_WAIT_MS`` in seconds, or its default for the scheduler in use."""
+        if self.batch_wait_ms is not None:
+            return self.batch_wait_ms / 1000
+        return 0.025 if self.packing == "on" else 0.005
 
     solo_replica: bool = Field(True, validation_alias="HARK_SOLO_REPLICA")
     """CPU with several lanes: load one more replica with all the checkpoint's cores and run a request on it

@@ -194,7 +194,8 @@ def run_model_child(args: argparse.Namespace, settings: Settings) -> int:
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
     executor = CheckpointExecutor(engine, slots=args.slots, lanes=plan.lanes, on_in_flight=active.set,
                                   max_batch=_max_batch(settings, plan, engine),
-                                  batch_wait=settings.batch_wait_ms / 1000)  # fmt: skip
+                                  batch_wait=settings.batch_wait_seconds,
+                                  share_batches=engine.pack_stage is not None)  # fmt: skip
     worker_context.install(worker_context.WorkerContext(
         settings=settings, redis=client, store=worker_context.make_store(settings, client),
         worker_id=args.worker_id, checkpoint=info, executor=executor,

@@ -78,6 +78,17 @@ class SubmissionCancelled(RuntimeError):
     """The caller cancelled the submission."""
 
 
+class Requeue(Exception):
+    """Not an outcome: a batched engine call hands a member back to the run queue (``done(index, None,
+    Requeue(...))``), e.g. the packer's members it will not decode in this call. The member keeps its
+    place at the front of the queue, its token and its time budget; ``alone`` runs it by itself next."""
+
+    def __init__(self, audio: AudioSource, *, alone: bool) -> None:
+        super().__init__("handed back to the run queue")
+        self.audio = audio
+        self.alone = alone
+
+
 class CancelToken:
     """Cooperative cancellation of one engine call: the engine calls :meth:`check` between steps.
 
@@ -241,7 +252,7 @@ class CheckpointExecutor:
 
     def __init__(self, engine: Engine, slots: int, lanes: int,
                  on_in_flight: Callable[[int], None] | None = None, *, max_batch: int = 1,
-                 batch_wait: float = 0.0) -> None:  # fmt: skip
+                 batch_wait: float = 0.0, share_batches: bool = False) -> None:  # fmt: skip
         """Args:
             engine: The loaded checkpoint.
             slots: Requests admitted at once.
@@ -251,6 +262,9 @@ class CheckpointExecutor:
             max_batch: Submissions run together in one batched engine call (``HARK_MAX_BATCH``); batches
                 form only when the engine has ``transcribe_many``.
             batch_wait: Seconds a lane collects companions for a batch (``HARK_BATCH_WAIT_MS`` / 1000).
+            share_batches: Idle lanes split the waiting companions between them instead of the first
+                taking them all (window packing: two half-full windows side by side answer sooner than
+                two full ones in a row); see :class:`~workers.scheduler.RunQueue`.
         """
         if slots < 1 or lanes < 1 or max_batch < 1:
             raise ValueError(f"slots, lanes and max_batch must be at least 1 (got slots={slots}, lanes={lanes}, "
@@ -272,7 +286,8 @@ class CheckpointExecutor:
         self._active: set[Submission] = set()
         self._waiting_calls: set[Future[Any]] = set()
         self._drain_timer: threading.Timer | None = None
-        self._queue: RunQueue[Submission | _Call] = RunQueue(self.max_batch, max(0.0, batch_wait))
+        self._queue: RunQueue[Submission | _Call] = RunQueue(
+            self.max_batch, max(0.0, batch_wait), share=lanes if share_batches else 0)
         self._lane_threads = [threading.Thread(target=self._lane, name=f"hark-lane-{index}", daemon=True)
                               for index in range(lanes)]  # fmt: skip
         for thread in self._lane_threads:
@@ -456,7 +471,12 @@ class CheckpointExecutor:
         """Start a submission a lane took: False (and its audio dropped) if it was resolved meanwhile."""
         with self._lock:
             self._waiting.discard(submission)
-            if not submission._start():
+            if submission.started_at is not None:  # handed back by a batch (Requeue): started already
+                if submission.future.done():  # cancelled, timed out or drained meanwhile
+                    self._active.discard(submission)
+                    submission.release()
+                    return False
+            elif not submission._start():
                 submission.release()
                 return False
             self._active.add(submission)
@@ -495,7 +515,10 @@ class CheckpointExecutor:
                 if index in ended:
                     return
                 ended.add(index)
-            self._end(members[index], result, error)
+            if isinstance(error, Requeue):
+                self._requeue(members[index], error)
+            else:
+                self._end(members[index], result, error)
 
         logger.debug("running a batch of %d submission(s)", len(members))
         try:
@@ -506,6 +529,21 @@ class CheckpointExecutor:
                 done(index, None, error)
         for index in range(len(members)):  # an engine that forgot one must not strand it
             done(index, None, RuntimeError("the batched engine call returned no outcome"))
+
+    def _requeue(self, submission: Submission, request: Requeue) -> None:
+        """Put a started member of a batch back at the front of the run queue (see :class:`Requeue`)."""
+        old, submission.audio = submission.audio, request.audio
+        if old is not None and old is not request.audio:
+            old.close()
+        with self._lock:
+            self._running -= 1
+            try:
+                self._queue.put(submission, None if request.alone else options_key(submission.options), front=True)
+                return
+            except RuntimeError:  # closed meanwhile (close(wait=False)): nothing will run it
+                self._active.discard(submission)
+        submission.cancel(ExecutorClosed("the executor closed before the job finished"))
+        submission.release()
 
     def _run_started(self, submission: Submission, alone: bool = False) -> None:
         """:meth:`_execute` for a submission already begun (`alone`: through ``transcribe_alone`` if the
@@ -569,12 +607,14 @@ class CheckpointExecutor:
             waiting = [] if wait else list(self._waiting)
             self._waiting.difference_update(waiting)
             calls = [] if wait else self._take_waiting_calls()
-            if not wait:
-                self._queue.remove(lambda _item: True)
+            # Handed back by a batch (started, so not in _waiting): nobody else would resolve them either.
+            requeued = [item for item in self._queue.remove(lambda _item: True) if isinstance(item, Submission)
+                        and item not in waiting] if not wait else []  # fmt: skip
+            self._active.difference_update(requeued)
             self._queue.close()
         if self._drain_timer is not None:
             self._drain_timer.cancel()
-        for submission in waiting:  # taken off the queue above: nobody else would resolve them
+        for submission in waiting + requeued:  # taken off the queue above: nobody else would resolve them
             submission.cancel(ExecutorClosed("the executor closed before the job started"))
             submission.release()
         self._fail_calls(calls, ExecutorClosed("the executor closed before the call started"))

@@ -2,9 +2,12 @@
 
 A batch of waiting same-options submissions (:mod:`workers.scheduler`) is exactly the packer's input
 (:mod:`workers.packing`). Each member's audio is decoded now, up to 30 s: a member whose audio ended
-is offered to the packer; the packer's transcripts and errors answer their members at once; the
-members it sends solo and those longer than 30 s (their audio still readable from where it stopped)
-are returned to :meth:`workers.engine.WhisperEngine.transcribe_many`, which runs them as usual.
+is offered to the packer, which plans windows. This call decodes only the first window and answers its
+members as soon as it is mapped; the members of later windows (to be packed again) and those the
+packer sends solo are handed back to the front of the run queue first (:class:`workers.executor.Requeue`,
+as decoded samples), so another idle lane starts them while this one decodes. Members longer than
+30 s (their audio still readable from where it stopped) are returned to
+:meth:`workers.engine.WhisperEngine.transcribe_many`, which runs them as usual.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from workers.audio import SAMPLE_RATE, AudioSource, PcmAudio
-from workers.executor import BatchDone, BatchRequest
-from workers.packing import PackRequest, PackResult, WindowPacker
+from workers.executor import BatchDone, BatchRequest, Requeue
+from workers.packing import PackPlan, PackRequest, WindowPacker
+from workers.transcript import Transcript
 
 logger = logging.getLogger(__name__)
 
@@ -68,19 +72,41 @@ class PackStage:
                 offered.append(PackRequest(index, head, options, token))
             else:
                 left.append((index, (Replay(head, audio), options, token)))
+        plan = self._plan(offered)
+        if plan is None:
+            left.extend((request.key, (PcmAudio(request.samples), request.options, request.cancel))  # type: ignore[misc]
+                        for request in offered)  # fmt: skip
+            return sorted(left, key=lambda item: item[0])
+
+        def answer(key: object, transcript: Transcript | None, error: BaseException | None) -> None:
+            done(int(key), transcript, error)  # type: ignore[call-overload]
+
+        def hand_back(key: object, alone: bool) -> None:
+            done(int(key), None, Requeue(PcmAudio(samples[int(key)]), alone=alone))  # type: ignore[call-overload]
+
+        plan.answer_new(answer)
+        # Before decoding: what this call will not decode goes back to the run queue now, so an idle
+        # lane can start it while this one decodes its window.
+        for window in plan.windows[1:]:
+            for key in window.keys:
+                hand_back(key, alone=False)  # packed again, with whatever waits by then
+        handed = set(plan.result.fallback)
+        for key in handed:
+            hand_back(key, alone=True)
+        for window in plan.windows[:1]:
+            self.packer.decode_window(window, plan.result)
+            plan.answer_new(answer)  # its members are answered as soon as it is mapped
+            self.packed += sum(1 for key in window.keys if key in plan.result.transcripts)
+        for key in set(plan.result.fallback) - handed:  # ambiguous after decoding: solo, by whichever lane is free
+            hand_back(key, alone=True)
+        return sorted(left, key=lambda item: item[0])
+
+    def _plan(self, offered: list[PackRequest]) -> PackPlan | None:
+        """The packer's plan for the offered requests; None to decode them solo in this call."""
+        if len(offered) < 2:
+            return None
         try:
-            result = self.packer.pack(offered) if len(offered) > 1 else None
+            return self.packer.plan(offered)
         except Exception:
             logger.exception("packing failed; decoding its requests solo")
-            result = None
-        if result is None:
-            result = PackResult(fallback={request.key: "not packed" for request in offered})
-        for key, transcript in result.transcripts.items():
-            done(int(key), transcript, None)  # type: ignore[call-overload]
-        for key, error in result.errors.items():
-            done(int(key), None, error)  # type: ignore[call-overload]
-        self.packed += len(result.transcripts)
-        for key in result.fallback:
-            index = int(key)  # type: ignore[call-overload]
-            left.append((index, (PcmAudio(samples[index]), requests[index][1], requests[index][2])))
-        return sorted(left, key=lambda item: item[0])
+            return None

@@ -13,9 +13,14 @@ can map back without guessing. A request comes back in exactly one of three plac
   (text, segments, words when asked for, language, duration of the original audio);
 - ``fallback`` (key → reason): decode it solo. Not packable (detection, too much speech, alone in its
   group) or ambiguous after decoding: a word straddling a separator, a segment without words over two
-  requests, a word in the silence between or after requests, a decoding loop, or a request whose
-  speech gave (almost) no words; also every request of a window whose decode raised;
+  requests, a word in the silence between or after requests, a decoding loop or a low-confidence
+  segment (a window is decoded once, at temperature 0: the solo decode keeps Whisper's temperature
+  fallback), or a request whose speech gave (almost) no words; also every request of a window whose
+  decode raised;
 - ``errors`` (key → exception): its cancel token fired before its window was decoded or while it was.
+
+With an ``answer`` callback, every transcript and error is also handed to it as soon as it is known
+(a window's requests when that window is mapped), so a request need not wait for the later windows.
 
 Requests are never split across windows. Requests share a window only when they decode identically
 alone: the same forced language (detection requests are never packed), the same hotwords. The
@@ -27,12 +32,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
 import numpy as np
 from faster_whisper import WhisperModel
+from faster_whisper.transcribe import get_compression_ratio
 from faster_whisper.vad import SpeechTimestampsMap, VadOptions, get_speech_timestamps
 
 from hark.schemas import TranscriptionOptions
@@ -61,8 +67,17 @@ MIN_SPEECH_FOR_WORDS_SECONDS = 1.0
 MIN_WORDS_PER_SECOND = 0.5
 #: A segment this repetitive (gzip ratio) is a decoding loop.
 MAX_COMPRESSION_RATIO = 2.4
+#: A segment decoded with a lower mean log-probability is one faster-whisper would decode again at a
+#: higher temperature (its ``log_prob_threshold``). A packed window is decoded once, at temperature 0
+#: (a re-decode costs the whole window again, up to five times: the tail under load); the requests of
+#: such a segment are decoded solo instead, where the usual fallback applies.
+MIN_AVG_LOGPROB = -1.0
 #: Padding Silero keeps around speech (faster-whisper's default ``speech_pad_ms``).
 VAD_PAD_SECONDS = 0.4
+
+
+Answer = Callable[[Hashable, Transcript | None, Exception | None], None]
+"""``answer(key, transcript, None)`` or ``answer(key, None, error)``: one request's outcome."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +148,42 @@ class _Placed:
     problem: str | None = None
 
 
+@dataclass
+class PlannedWindow:
+    """Requests laid out to share one window (at least two): decoded by :meth:`WindowPacker.decode_window`."""
+
+    language: str
+    hotwords: str | None
+    members: list[_Placed]
+
+    @property
+    def keys(self) -> list[Hashable]:
+        return [placed.request.key for placed in self.members]
+
+
+@dataclass
+class PackPlan:
+    """What :meth:`WindowPacker.plan` decided: the windows to decode, and a result holding the requests
+    answered or sent solo already (more are added as windows are decoded)."""
+
+    windows: list[PlannedWindow] = field(default_factory=list)
+    result: PackResult = field(default_factory=PackResult)
+    _answered: set[Hashable] = field(default_factory=set)
+
+    def answer_new(self, answer: Answer | None) -> None:
+        """Hand `answer` every transcript and error of the result not handed over yet."""
+        if answer is None:
+            return
+        for key, transcript in list(self.result.transcripts.items()):
+            if key not in self._answered:
+                self._answered.add(key)
+                answer(key, transcript, None)
+        for key, error in list(self.result.errors.items()):
+            if key not in self._answered:
+                self._answered.add(key)
+                answer(key, None, error)
+
+
 class WindowPacker:
     """Packs short requests of one checkpoint into shared windows (thread-safe: no state per call)."""
 
@@ -175,15 +226,40 @@ class WindowPacker:
             return None
         return language, build_hotwords(options.keywords) or ""
 
-    def pack(self, requests: Sequence[PackRequest]) -> PackResult:
+    def pack(self, requests: Sequence[PackRequest], answer: Answer | None = None) -> PackResult:
         """Trim, group, lay out and decode `requests`; see the module docstring for the outcome.
+
+        Args:
+            requests: The requests offered.
+            answer: Called ``answer(key, transcript, None)`` or ``answer(key, None, error)`` for each
+                request the packer answers, as soon as it is answered (before :meth:`pack` returns).
+
+        Raises:
+            ValueError: Two requests share a key.
+        """
+        plan = self.plan(requests)
+        plan.answer_new(answer)
+        for window in plan.windows:
+            self.decode_window(window, plan.result)
+            plan.answer_new(answer)
+        logger.debug("packing: %d request(s) -> %d window(s), %d solo, %d error(s)", len(requests),
+                     plan.result.windows, len(plan.result.fallback), len(plan.result.errors),
+                     extra={"checkpoint": self.label})  # fmt: skip
+        return plan.result
+
+    def plan(self, requests: Sequence[PackRequest]) -> PackPlan:
+        """Trim and group `requests` and lay them out in windows, decoding nothing yet.
+
+        Requests without speech are answered (empty transcripts) and those that cannot be packed are in
+        the fallback of the plan's result already; :meth:`decode_window` decodes each window.
 
         Raises:
             ValueError: Two requests share a key.
         """
         if len({request.key for request in requests}) != len(requests):
             raise ValueError("every PackRequest needs its own key")
-        result = PackResult()
+        plan = PackPlan()
+        result = plan.result
         groups: dict[tuple[str, str], list[_Placed]] = {}
         for index, request in enumerate(requests):
             key = self.group_key(request.options)
@@ -203,15 +279,15 @@ class WindowPacker:
                 window = [members[number] for number in numbers]
                 if len(window) == 1:
                     result.fallback[window[0].request.key] = "alone in its window"
-                    continue
-                self._decode(window, language, hotwords or None, result)
-        logger.debug("packing: %d request(s) -> %d window(s), %d solo, %d error(s)", len(requests), result.windows,
-                     len(result.fallback), len(result.errors), extra={"checkpoint": self.label})  # fmt: skip
-        return result
+                else:
+                    plan.windows.append(PlannedWindow(language, hotwords or None, window))
+        return plan
 
     # --- decoding -------------------------------------------------------------------------------
-    def _decode(self, window: list[_Placed], language: str, hotwords: str | None, result: PackResult) -> None:
-        live = [placed for placed in window if not _cancelled(placed, result)]
+    def decode_window(self, window: PlannedWindow, result: PackResult) -> None:
+        """Decode one planned window and record each of its requests in `result`."""
+        language, hotwords = window.language, window.hotwords
+        live = [placed for placed in window.members if not _cancelled(placed, result)]
         if len(live) == 1:
             result.fallback[live[0].request.key] = "alone in its window"
         if len(live) <= 1:
@@ -233,7 +309,7 @@ class WindowPacker:
         try:
             segments, _info = self.model.transcribe(
                 audio, language=language, beam_size=self.beam_size, vad_filter=False, word_timestamps=True,
-                hotwords=hotwords,
+                hotwords=hotwords, temperature=0.0,
             )  # fmt: skip
             for segment in segments:  # decoded as consumed
                 result.split_segments += self._assign(segment, live)
@@ -247,7 +323,7 @@ class WindowPacker:
         for placed in live:
             if _cancelled(placed, result):
                 continue
-            problem = placed.problem or _too_few_words(placed)
+            problem = placed.problem or _too_few_words(placed) or _loop(placed)
             if problem:
                 result.fallback[placed.request.key] = problem
             else:
@@ -284,10 +360,10 @@ class WindowPacker:
                 if other is not owner and overlap > STRADDLE_TOLERANCE_SECONDS:
                     for placed in (owner, other):
                         placed.problem = placed.problem or f"word {word.word.strip()!r} straddles a separator"
-        if segment.compression_ratio > MAX_COMPRESSION_RATIO:
+        if segment.avg_logprob < MIN_AVG_LOGPROB:  # faster-whisper rates the decoded chunk, not the segment
             for placed in window:
                 if placed.index in share:
-                    placed.problem = placed.problem or "decoding loop"
+                    placed.problem = placed.problem or "low confidence"
         whole = len(share) == 1
         for placed in window:
             mine = share.get(placed.index)
@@ -345,6 +421,14 @@ def _cancelled(placed: _Placed, result: PackResult) -> bool:
         result.errors[placed.request.key] = error
         return True
     return False
+
+
+def _loop(placed: _Placed) -> str | None:
+    """A decoding loop in the request's own words. Judged per request: faster-whisper's
+    ``compression_ratio`` is the whole decoded chunk's, and requests saying the same thing (the same IVR
+    answer from several callers) compress well together without any loop."""
+    text = "".join(word for word, _start, _end, _probability in placed.words)
+    return "decoding loop" if text and get_compression_ratio(text) > MAX_COMPRESSION_RATIO else None
 
 
 def _too_few_words(placed: _Placed) -> str | None:

@@ -6,6 +6,14 @@ batches) takes along the next entries with the *same* key, up to ``max_batch``, 
 waiting it collects for at most ``wait`` seconds before running what it has. Entries without a key
 (calls, or any entry when ``max_batch`` is 1) always run alone and never wait.
 
+With ``share`` set to the number of lanes (window packing), batches are balanced instead: a lane aims
+for its share of the work outstanding for the key (the entries waiting plus the members the other
+lanes are running, divided by ``share``, rounded up, at most ``max_batch``) and collects only up to
+that, for at most ``wait`` seconds. Two idle lanes split what waits; a lane finishing next to a busy one
+takes as many as that one runs; a lone request never waits. Without it one lane takes every waiting
+request while the others idle, and the lanes settle into uneven batches (3 and 5 requests at 8
+clients), whose members see uneven latencies.
+
 Nothing here knows about engines, futures or threads beyond its own condition variable, so the
 ordering is tested with plain objects.
 """
@@ -45,13 +53,16 @@ class RunQueue(Generic[T]):
     """FIFO of entries; :meth:`take` hands a lane the oldest entry and its batch companions."""
 
     def __init__(self, max_batch: int = 1, wait_seconds: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.monotonic, *, share: int = 0) -> None:  # fmt: skip
         if max_batch < 1 or wait_seconds < 0:
             raise ValueError(f"max_batch must be at least 1 and wait_seconds at least 0 "
                              f"(got {max_batch}, {wait_seconds})")  # fmt: skip
         self.max_batch = max_batch
         self.wait_seconds = wait_seconds
+        self.share = share
         self._clock = clock
+        self._loads: dict[int, int] = {}
+        """Lane (thread id) → batch members it took last and is running (cleared when it takes again)."""
         self._entries: deque[Entry[T]] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -60,8 +71,8 @@ class RunQueue(Generic[T]):
         with self._cond:
             return len(self._entries)
 
-    def put(self, item: T, key: Hashable | None = None) -> None:
-        """Queue `item` at the back (`key`: its batch group, None to run alone).
+    def put(self, item: T, key: Hashable | None = None, *, front: bool = False) -> None:
+        """Queue `item` at the back, or at the `front` (`key`: its batch group, None to run alone).
 
         Raises:
             RuntimeError: The queue is closed.
@@ -69,7 +80,11 @@ class RunQueue(Generic[T]):
         with self._cond:
             if self._closed:
                 raise RuntimeError("the run queue is closed")
-            self._entries.append(Entry(item, key if self.max_batch > 1 else None, self._clock()))
+            entry = Entry(item, key if self.max_batch > 1 else None, self._clock())
+            if front:
+                self._entries.appendleft(entry)
+            else:
+                self._entries.append(entry)
             self._cond.notify_all()  # an idle lane, and a lane collecting a batch this entry may join
 
     def take(self) -> list[T] | None:
@@ -78,29 +93,46 @@ class RunQueue(Generic[T]):
         Returns:
             The items, oldest first; None once the queue is closed and empty (the lane should exit).
         """
+        lane = threading.get_ident()
         with self._cond:
-            while not self._entries and not self._closed:
-                self._cond.wait()
-            if not self._entries:
-                return None
-            head = self._entries.popleft()
-            batch = [head.item]
-            if head.key is None:
-                return batch
-            deadline = self._clock() + self.wait_seconds
-            while True:
-                self._collect(head.key, batch)
-                remaining = deadline - self._clock()
-                if len(batch) >= self.max_batch or remaining <= 0 or self._closed:
-                    return batch
-                self._cond.wait(remaining)
+            self._loads.pop(lane, None)
+            batch = self._take()
+            if batch and self.share:
+                self._loads[lane] = len(batch)
+            return batch
 
-    def _collect(self, key: Hashable, batch: list[T]) -> None:
-        """Move the waiting entries with `key` into `batch` (in queue order) until it is full."""
+    def _take(self) -> list[T] | None:
+        while not self._entries and not self._closed:
+            self._cond.wait()
+        if not self._entries:
+            return None
+        head = self._entries.popleft()
+        batch = [head.item]
+        if head.key is None:
+            return batch
+        deadline = self._clock() + self.wait_seconds
+        while True:
+            target = self._target(head.key, len(batch))
+            self._collect(head.key, batch, target)
+            remaining = deadline - self._clock()
+            if len(batch) >= target or remaining <= 0 or self._closed:
+                return batch
+            self._cond.wait(remaining)
+
+    def _target(self, key: Hashable, taken: int) -> int:
+        """The batch size a lane aims for: ``max_batch``, or with ``share`` its share of the outstanding work."""
+        if not self.share:
+            return self.max_batch
+        waiting = taken + sum(1 for entry in self._entries if entry.key == key)
+        outstanding = waiting + sum(self._loads.values())
+        return max(1, min(self.max_batch, -(-outstanding // self.share)))
+
+    def _collect(self, key: Hashable, batch: list[T], limit: int) -> None:
+        """Move the waiting entries with `key` into `batch` (in queue order) until it holds `limit`."""
         kept: deque[Entry[T]] = deque()
         while self._entries:
             entry = self._entries.popleft()
-            if entry.key == key and len(batch) < self.max_batch:
+            if entry.key == key and len(batch) < limit:
                 batch.append(entry.item)
             else:
                 kept.append(entry)

@@ -21,7 +21,7 @@ from workers.audio import SAMPLE_RATE, PcmAudio, decode_audio
 from workers.device import DevicePlan
 from workers.engine import WhisperEngine
 from workers.executor import CancelToken, SubmissionTimeout
-from workers.packing import PackRequest, Speech, WindowPacker, _Placed, plan_windows, trim
+from workers.packing import PackRequest, Speech, WindowPacker, _loop, _Placed, plan_windows, trim
 
 PLAN = DevicePlan(device="cpu", compute_type="int8", lanes=1, cpu_threads=2)
 EN_WORDS = TranscriptionOptions(language="en", word_timestamps=True)
@@ -131,10 +131,11 @@ def _placed(index: int, start: float, end: float) -> _Placed:
 
 
 def _segment(text: str, start: float, end: float, words: list[tuple[str, float, float]],
-             ratio: float = 1.2) -> SimpleNamespace:  # fmt: skip
+             ratio: float = 1.2, logprob: float = -0.3) -> SimpleNamespace:  # fmt: skip
     """A decoded segment as faster-whisper yields it (only the fields the mapping reads)."""
     timed = [SimpleNamespace(word=w, start=s, end=e, probability=0.9) for w, s, e in words]
-    return SimpleNamespace(text=text, start=start, end=end, compression_ratio=ratio, words=timed)
+    return SimpleNamespace(text=text, start=start, end=end, compression_ratio=ratio, avg_logprob=logprob,
+                           words=timed)  # fmt: skip
 
 
 def test_words_are_assigned_by_midpoint_and_ambiguity_is_flagged() -> None:
@@ -158,9 +159,24 @@ def test_words_are_assigned_by_midpoint_and_ambiguity_is_flagged() -> None:
     gap = [_placed(0, 0.0, 3.0), _placed(1, 4.0, 7.0)]
     packer._assign(_segment(" um", 3.3, 3.45, [(" um", 3.3, 3.45)]), gap)  # inside the separator
     assert gap[0].problem == "word 'um' outside the requests' speech" and gap[1].problem is None
+    # A decoding loop is judged on each request's own words (faster-whisper's compression ratio is the
+    # whole decoded chunk's): a request repeating itself goes solo...
     loop = [_placed(0, 0.0, 3.0), _placed(1, 4.0, 7.0)]
-    packer._assign(_segment(" la la la la", 0.0, 2.0, [(" la", 0.0, 2.0)], ratio=3.0), loop)
-    assert loop[0].problem == "decoding loop" and loop[1].problem is None
+    looped = [(" la", 0.1 * i, 0.1 * i + 0.1) for i in range(24)]
+    packer._assign(_segment(" la" * 24, 0.0, 2.4, looped, ratio=3.0), loop)
+    assert _loop(loop[0]) == "decoding loop" and _loop(loop[1]) is None
+    # ... two callers saying the same thing compress well together, but neither loops on its own.
+    alike = [_placed(0, 0.0, 3.0), _placed(1, 4.0, 7.0)]
+    said = " I would like to check my account balance please"
+    words = [(w, 0.2 + 0.3 * i, 0.4 + 0.3 * i) for i, w in enumerate(said.split(" ")[1:])]
+    words += [(w, 4.2 + 0.3 * i, 4.4 + 0.3 * i) for i, w in enumerate(said.split(" ")[1:])]
+    packer._assign(_segment(said * 2, 0.2, 6.7, [(" " + w, a, b) for w, a, b in words], ratio=2.6), alike)
+    assert [placed.problem for placed in alike] == [None, None] and [_loop(p) for p in alike] == [None, None]
+    # A chunk faster-whisper would decode again at a higher temperature: its requests go solo (a packed
+    # window is decoded once, at temperature 0; the solo decode keeps the temperature fallback).
+    doubtful = [_placed(0, 0.0, 3.0), _placed(1, 4.0, 7.0)]
+    packer._assign(_segment(" mumble", 4.2, 6.0, [(" mumble", 4.2, 6.0)], logprob=-1.4), doubtful)
+    assert doubtful[1].problem == "low confidence" and doubtful[0].problem is None
 
 
 def test_a_failed_window_sends_its_requests_to_solo(audio: AudioFactory) -> None:
@@ -190,12 +206,16 @@ def test_trim_keeps_speech_and_maps_times_back(audio: AudioFactory) -> None:
 
 def test_packing_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
-        if name.startswith("HARK_PACKING"):
+        if name.startswith("HARK_PACKING") or name == "HARK_BATCH_WAIT_MS":
             monkeypatch.delenv(name)
     assert (load_settings().packing, load_settings().packing_max_seconds) == ("off", 10.0)
+    assert load_settings().batch_wait_seconds == 0.005
     monkeypatch.setenv("HARK_PACKING", "1")
     monkeypatch.setenv("HARK_PACKING_MAX_SECONDS", "6.5")
     assert (load_settings().packing, load_settings().packing_max_seconds) == ("on", 6.5)
+    assert load_settings().batch_wait_seconds == 0.025, "packing collects a little longer by default"
+    monkeypatch.setenv("HARK_BATCH_WAIT_MS", "0")
+    assert load_settings().batch_wait_seconds == 0.0, "an explicit wait wins"
     for bad in ("0", "40"):
         monkeypatch.setenv("HARK_PACKING_MAX_SECONDS", bad)
         with pytest.raises(ConfigError, match="HARK_PACKING_MAX_SECONDS"):

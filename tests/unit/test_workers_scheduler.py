@@ -25,7 +25,9 @@ from workers.executor import (
     BatchRequest,
     CancelToken,
     CheckpointExecutor,
+    ExecutorClosed,
     ExecutorDraining,
+    Requeue,
     SubmissionCancelled,
     SubmissionTimeout,
 )
@@ -77,6 +79,50 @@ def test_the_wait_for_companions_is_bounded_and_collects_late_arrivals() -> None
     threading.Timer(0.04, lambda: queue.put("other", "x")).start()
     assert queue.take() == ["first", "late"]
     assert queue.take() == ["other"]
+
+
+def test_shared_batches_are_balanced_between_lanes() -> None:
+    queue: RunQueue[int] = RunQueue(max_batch=8, wait_seconds=5, share=2)
+    queue.put(0, "k")
+    started = time.monotonic()
+    assert queue.take() == [0] and time.monotonic() - started < 0.5, "a lone request never waits"
+    for item in range(1, 9):
+        queue.put(item, "k")
+    # This lane still runs [0]'s batch in the eyes of the queue until it takes again: nothing else runs.
+    taken: dict[str, list[int] | None] = {}
+    barrier = threading.Barrier(2)
+
+    def lane(name: str) -> None:
+        barrier.wait()
+        taken[name] = queue.take()
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lane, ["a", "b"]))
+    batches = sorted(len(batch or []) for batch in taken.values())
+    assert sum(batches) == 8 and batches[-1] <= 5, f"two lanes split the waiting work: {taken}"
+    # With nothing running, a lane takes its share of the waiting work and leaves the rest to the other.
+    busy: RunQueue[int] = RunQueue(max_batch=8, wait_seconds=0.1, share=2)
+    for item in range(8):
+        busy.put(item, "k")
+    other = ThreadPoolExecutor(1)  # the other lane, always the same thread
+    assert other.submit(busy.take).result() == [0, 1, 2, 3]
+    assert busy.take() == [4, 5, 6, 7], "4 waiting + 4 running: its share is the rest"
+    # A lane taking next to a busy one collects as many as that one runs (4 waiting + 4 running -> 4),
+    # and runs as soon as it has them instead of waiting out the bound.
+    taking = other.submit(busy.take)
+    busy.put(10, "k")
+    threading.Timer(0.02, lambda: [busy.put(item, "k") for item in (11, 12, 13)]).start()
+    started = time.monotonic()
+    assert taking.result() == [10, 11, 12, 13]
+    assert time.monotonic() - started < 0.09
+    other.shutdown()
+
+
+def test_an_entry_put_back_in_front_runs_next() -> None:
+    queue: RunQueue[str] = RunQueue(max_batch=4, wait_seconds=0)
+    queue.put("b", "k")
+    queue.put("a", None, front=True)
+    assert queue.take() == ["a"] and queue.take() == ["b"]
 
 
 def test_remove_and_options_key() -> None:
@@ -165,6 +211,54 @@ def test_waiting_submissions_of_the_same_options_run_as_one_batch() -> None:
         assert executor.running == 0 and executor.peak_running == 3
     assert engine.batches[0] == ["en", "en", "en"], engine.batches
     assert engine.order[3:] == ["de", "en"], "the German request ran next, then the last English one"
+
+
+class HandingBack(BatchRecorder):
+    """A batch engine that answers the first member of a batch and hands the others back to the run
+    queue (the last one to run alone), as the packer does with what it will not decode now."""
+
+    def transcribe_many(self, requests: Sequence[BatchRequest], done: BatchDone) -> None:
+        self.batches.append([options.language or "" for _audio, options, _token in requests])
+        done(0, self._one(requests[0][1], requests[0][2]), None)
+        for index in range(1, len(requests)):
+            done(index, None, Requeue(requests[index][0], alone=index == len(requests) - 1))
+
+
+def test_a_batch_member_handed_back_runs_again_with_its_budget() -> None:
+    engine = HandingBack(steps=2, step=0.01)
+    with CheckpointExecutor(engine, slots=8, lanes=1, max_batch=3, batch_wait=0.01) as executor:
+        release = _hold_lane(executor)
+        submissions = [executor.submit(pcm(), EN, timeout=5) for _ in range(3)]
+        later = executor.submit(pcm(), DE)
+        release.set()
+        assert [s.result().text for s in submissions] == ["ok", "ok", "ok"]
+        later.result()
+        assert executor.running == 0 and executor.in_flight == 0
+        started = [s.started_at for s in submissions]
+    # [en en en] -> first answered, second back (batchable), third back alone, in front of the German one.
+    assert engine.batches == [["en", "en", "en"]] and engine.order == ["en", "en", "de"], engine.order
+    assert all(when is not None for when in started)
+
+
+def test_a_handed_back_member_is_answered_when_the_executor_closes() -> None:
+    handed = threading.Event()
+
+    class HandBackThenWork(BatchRecorder):
+        def transcribe_many(self, requests: Sequence[BatchRequest], done: BatchDone) -> None:
+            done(1, None, Requeue(requests[1][0], alone=True))
+            handed.set()
+            done(0, self._one(requests[0][1], requests[0][2]), None)
+
+    executor = CheckpointExecutor(HandBackThenWork(steps=10, step=0.03), slots=8, lanes=1, max_batch=2,
+                                  batch_wait=0.01)  # fmt: skip
+    release = _hold_lane(executor)
+    first, second = executor.submit(pcm(), EN), executor.submit(pcm(), EN)
+    release.set()
+    assert handed.wait(2)
+    executor.close(wait=False)  # the member waits in the queue again: closing must answer it
+    with pytest.raises(ExecutorClosed):
+        second.result()
+    assert first.result().text == "ok"
 
 
 def test_a_timed_out_or_cancelled_member_leaves_its_batch() -> None:
