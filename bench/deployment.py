@@ -1,7 +1,8 @@
 """A private Hark deployment for benchmarks: a redis-server, one ``hark worker`` and its API on loopback.
 
 Benchmarks are programs, not tests, so they do not use the test fixtures; this is their one launcher.
-The API binds 127.0.0.1 (no key needed there, see ``HARK_AUTH``) on a free port.
+The API binds 127.0.0.1 (no key needed there, see ``HARK_AUTH``) on a free port. :func:`start_logged` and
+:func:`wait_until_ready` also start and wait for the other servers the benchmarks compare against.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -25,6 +28,33 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def start_logged(argv: list[str], log: Path, **popen: Any) -> subprocess.Popen:
+    """Start `argv` with its stdout and stderr written to `log` (emptied first); `popen` goes to ``Popen``."""
+    with log.open("w") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, **popen)
+
+
+def wait_until_ready(url: str, what: str, logs: str, processes: Sequence[subprocess.Popen] = (),
+                     timeout: float = READY_TIMEOUT_SECONDS) -> None:  # fmt: skip
+    """Poll `url` every 0.5 s until it answers 200.
+
+    Raises RuntimeError, naming `what` and pointing at `logs`, when `timeout` passes or one of
+    `processes` exits first. Stopping what was started is left to the caller.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{what} exited ({process.returncode}); see {logs}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{what} was not ready; see {logs}")
 
 
 class LocalPlatform:
@@ -59,22 +89,13 @@ class LocalPlatform:
         self.url = f"http://127.0.0.1:{self.port}"
         pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None  # inherited by every child process
         for role in ("worker", "api"):
-            log = (workdir / f"{role}.log").open("w")
-            self.processes.append(subprocess.Popen([sys.executable, "-m", "hark.cli", role], env=self.env, cwd=ROOT,
-                                                   stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin))  # fmt: skip
-        self._wait_ready()
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"the platform was not ready; see the logs in {self.logs}")
+            self.processes.append(start_logged([sys.executable, "-m", "hark.cli", role], workdir / f"{role}.log",
+                                               env=self.env, cwd=ROOT, preexec_fn=pin))  # fmt: skip
+        try:
+            wait_until_ready(f"{self.url}/ready", "the platform", f"the logs in {self.logs}")
+        except RuntimeError:
+            self.stop()
+            raise
 
     @property
     def worker_pid(self) -> int:

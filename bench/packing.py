@@ -36,35 +36,14 @@ from bench.report import update_benchmarks  # noqa: E402
 from checkpoints.bundled import build_bundled  # noqa: E402
 from hark.schemas import TranscriptionOptions  # noqa: E402
 from hark.settings import load_settings  # noqa: E402
-from tests.audio import AudioFactory  # noqa: E402
+from tests.audio import ENGLISH_CORPUS, AudioFactory  # noqa: E402
 from tests.e2e.helpers import wer  # noqa: E402
 from workers.audio import SAMPLE_RATE, PcmAudio, decode_audio  # noqa: E402
 from workers.device import DevicePlan  # noqa: E402
 from workers.engine import WhisperEngine  # noqa: E402
 from workers.packing import SEPARATOR_SECONDS, PackRequest, WindowPacker  # noqa: E402
 
-SENTENCES = (
-    "please call me back tomorrow morning",
-    "open the window and let the fresh air in",
-    "i would like to order a large pizza for dinner",
-    "the meeting has been moved to next monday",
-    "your order has shipped and should arrive on thursday",
-    "thank you for calling and have a nice day",
-    "the quick brown fox jumps over the lazy dog",
-    "can you send me the report before lunch",
-    "my flight leaves at seven in the evening",
-    "the train to the city was late again this morning",
-    "if you have any questions about your bill please stay on the line and an agent will be with you shortly",
-    "turn left at the next corner and then go straight ahead until you reach the bank",
-    "the doctor said i should rest for a few days",
-    "she bought a new car last week from her neighbour",
-    "remember to lock the door when you leave the house tonight",
-    "how much does the blue jacket in the window cost",
-    "our team won the game by three points in the final minute of the match",
-    "the children are playing in the garden behind the school",
-    "please confirm your address and your phone number so that we can deliver the package on time",
-    "it is going to rain all weekend so bring an umbrella",
-)
+SENTENCES = ENGLISH_CORPUS[:20]  # the 20 clips above; a slice, so appending to the corpus changes nothing here
 OPTIONS = TranscriptionOptions(language="en")
 
 

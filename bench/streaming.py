@@ -45,17 +45,11 @@ from bench.deployment import LocalPlatform  # noqa: E402
 from bench.report import update_benchmarks  # noqa: E402
 from checkpoints.bundled import build_bundled  # noqa: E402
 from hark.settings import load_settings  # noqa: E402
+from tests.audio import ENGLISH_CORPUS  # noqa: E402
 from tests.e2e.helpers import normalize, wer  # noqa: E402
 from tests.live import LiveClient, ws_url  # noqa: E402
 
-SENTENCES = (
-    "please call me back tomorrow morning",
-    "open the window and let the fresh air in",
-    "i would like to order a large pizza for dinner",
-    "the meeting has been moved to next monday",
-    "your order has shipped and should arrive on thursday",
-    "thank you for calling and have a nice day",
-)
+SENTENCES = ENGLISH_CORPUS[:6]  # the conversation every stream sends
 PAUSE_SECONDS = 1.2
 RATE = 16000
 FRAME_BYTES = 3200  # 100 ms of linear16

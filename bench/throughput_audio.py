@@ -12,7 +12,8 @@ from pathlib import Path
 from bench.throughput_load import Clip
 from tests.audio import AudioFactory, wav_duration
 
-#: Spoken by espeak-ng (en-us, 150 words a minute): 2.8-6.5 s each, 4.4 s on average (87 s in all).
+#: Spoken by espeak-ng (en-us, 150 words a minute): 2.8-6.5 s each, 4.4 s on average (87 s in all). A set of its
+#: own, not :data:`tests.audio.ENGLISH_CORPUS` (three sentences coincide): the clips BENCHMARKS.md was measured on.
 SENTENCES: tuple[str, ...] = (
     "please call me back tomorrow morning before ten",
     "the meeting starts at nine in the big room",

@@ -13,15 +13,12 @@ import os
 import shutil
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import requests
 
-from bench.deployment import LocalPlatform, free_port
+from bench.deployment import LocalPlatform, free_port, start_logged, wait_until_ready
 from bench.throughput_load import Clip
-
-READY_TIMEOUT_SECONDS = 300
 
 
 def tree_rss_mb(pid: int) -> float | None:
@@ -189,32 +186,17 @@ class PeerSide:
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         if shutil.which(argv[0]) is None and not Path(argv[0]).exists():
             raise FileNotFoundError(f"{argv[0]} not found: install the peer with `bash bench/install_peer.sh {venv}`")
-        with self.log.open("w") as log:
-            self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)  # fmt: skip
+        self.process = start_logged(argv, self.log, env=env, start_new_session=True)
         self.url = f"http://127.0.0.1:{self.port}"
         self.client = _openai_client(self.url, timeout)
         self._local = threading.local()
         self.description = (f"faster-whisper-server 0.0.3 (uvicorn), {processes} process(es) × "
                             f"cpu_threads={threads}, int8, beam {beam}, VAD on")  # fmt: skip
         try:
-            self._wait_ready()
+            wait_until_ready(f"{self.url}/health", "the peer server", str(self.log), [self.process])
         except Exception:
             self.stop()
             raise
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the peer server exited ({self.process.returncode}); see {self.log}")
-            try:
-                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"the peer server was not ready; see {self.log}")
 
     def clients_for(self, level: int) -> int:
         return level

@@ -14,14 +14,36 @@ import subprocess
 import wave
 from pathlib import Path
 
-#: Sentences with known text for the English accuracy tests (see tests/e2e/test_transcription.py).
-ENGLISH_SENTENCES: tuple[str, ...] = (
-    "the quick brown fox jumps over the lazy dog",
+#: Twenty short English sentences (2.6-6.1 s each in espeak-ng's default voice) shared by the tests and the
+#: benchmarks: bench/packing.py speaks all twenty, bench/streaming.py's conversation the first six. Only append:
+#: those benches' clips, and so the numbers in BENCHMARKS.md, depend on these texts in this order.
+ENGLISH_CORPUS: tuple[str, ...] = (
     "please call me back tomorrow morning",
     "open the window and let the fresh air in",
     "i would like to order a large pizza for dinner",
     "the meeting has been moved to next monday",
+    "your order has shipped and should arrive on thursday",
+    "thank you for calling and have a nice day",
+    "the quick brown fox jumps over the lazy dog",
+    "can you send me the report before lunch",
+    "my flight leaves at seven in the evening",
+    "the train to the city was late again this morning",
+    "if you have any questions about your bill please stay on the line and an agent will be with you shortly",
+    "turn left at the next corner and then go straight ahead until you reach the bank",
+    "the doctor said i should rest for a few days",
+    "she bought a new car last week from her neighbour",
+    "remember to lock the door when you leave the house tonight",
+    "how much does the blue jacket in the window cost",
+    "our team won the game by three points in the final minute of the match",
+    "the children are playing in the garden behind the school",
+    "please confirm your address and your phone number so that we can deliver the package on time",
+    "it is going to rain all weekend so bring an umbrella",
 )
+
+#: Five of :data:`ENGLISH_CORPUS` with known text for the English accuracy tests (see
+#: tests/e2e/test_transcription.py), in the order the tests index them: 0 "the quick brown fox...",
+#: 1 "please call me back...", 2 "open the window...", 3 "...a large pizza...", 4 "the meeting...".
+ENGLISH_SENTENCES: tuple[str, ...] = tuple(ENGLISH_CORPUS[index] for index in (6, 0, 1, 2, 3))
 
 #: German and Hindi phrases for the routing and detection tests.
 GERMAN_TEXT = "Guten Morgen, wie geht es Ihnen heute? Ich möchte gerne einen Kaffee bestellen."
