@@ -73,3 +73,14 @@ def test_child_command_lines() -> None:
 def test_restart_backoff() -> None:
     assert [restart_delay(n) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
     assert MAX_RESTARTS_PER_MINUTE >= 3
+
+
+def test_children_get_few_malloc_arenas_unless_the_operator_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.supervisor import child_environment
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.setenv("HARK_DEPLOYMENT", "english")
+    environment = child_environment()
+    assert environment["MALLOC_ARENA_MAX"] == "2" and environment["HARK_DEPLOYMENT"] == "english"
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    assert child_environment()["MALLOC_ARENA_MAX"] == "8"
