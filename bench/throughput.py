@@ -252,10 +252,12 @@ def run(args: argparse.Namespace) -> tuple[list[Summary], list[str], list]:
 
 
 def rss_drift(sides: list, clips: list[Clip], args: argparse.Namespace) -> list[tuple[str, float, float, int]]:
-    """Send `args.rss_requests` short clips through every server side; (side, RSS start, end, errors)."""
+    """Send `args.rss_requests` short clips through every server side (or those of ``--rss-sides``);
+    (side, RSS start, end, errors)."""
     runs = []
+    chosen = set(args.rss_sides.split(",")) if args.rss_sides else None
     for side in sides:
-        if side.rss_mb() is None:
+        if side.rss_mb() is None or (chosen is not None and side.name not in chosen):
             continue
         requests_ = (clips * (args.rss_requests // len(clips) + 1))[: args.rss_requests]
         start = side.rss_mb()
@@ -377,6 +379,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-requests", type=int, default=40, help="requests per side and level, at least")
     parser.add_argument("--long-level", type=int, default=None, help="clients for the 60 s and mix workloads (0: skip)")
     parser.add_argument("--rss-requests", type=int, default=0, help="then send N requests per server side for RSS")
+    parser.add_argument("--rss-sides", default="", help="comma-separated sides for --rss-requests (default: all)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="rounds per level, each running every side (at least 2 requests per client a round)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per request")
