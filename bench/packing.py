@@ -176,7 +176,7 @@ def _markdown(rows: list, sweep: list, lengths: list[float], audio_seconds: floa
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for beam, rate, errors, stats in rows:
-        fallback = ", ".join(f"{k}: {v}" for k, v in stats["fallback"].items()) or "none"
+        fallback = describe_fallbacks(stats["fallback"])
         lines.append(
             f"| {beam} | {rate['direct']:.2f} | {rate['solo']:.2f} | {rate['packed']:.2f} | "
             f"{rate['packed'] / rate['solo']:.2f}× | {rate['packed'] / rate['direct']:.2f}× | "
@@ -200,10 +200,17 @@ def _markdown(rows: list, sweep: list, lengths: list[float], audio_seconds: floa
             "|---:|---:|---:|---|---:|",
         ]
         for separator, _rate, error, stats in sweep:
-            fallback = ", ".join(f"{k}: {v}" for k, v in stats["fallback"].items()) or "none"
+            fallback = describe_fallbacks(stats["fallback"])
             lines.append(f"| {separator:g} s | {stats['windows']} | {stats['split']} | {fallback} | "
                          f"{100 * error:.1f} % |")  # fmt: skip
     return "\n".join(lines)
+
+
+def describe_fallbacks(fallback: dict) -> str:
+    """``none`` or the count with each request's clip number and reason: ``1 (clip 19: alone in its window)``."""
+    if not fallback:
+        return "none"
+    return f"{len(fallback)} (" + "; ".join(f"clip {key}: {reason}" for key, reason in fallback.items()) + ")"
 
 
 if __name__ == "__main__":
