@@ -80,8 +80,9 @@ class SubmissionCancelled(RuntimeError):
 
 class Requeue(Exception):
     """Not an outcome: a batched engine call hands a member back to the run queue (``done(index, None,
-    Requeue(...))``), e.g. the packer's members it will not decode in this call. The member keeps its
-    place at the front of the queue, its token and its time budget; ``alone`` runs it by itself next."""
+    Requeue(...))``), e.g. the packer's members it will not decode in this call. The member goes back to
+    its place in the queue by arrival (ahead of everything that came after it) with its token and time
+    budget; ``alone`` makes it run by itself."""
 
     def __init__(self, audio: AudioSource, *, alone: bool) -> None:
         super().__init__("handed back to the run queue")
@@ -179,6 +180,7 @@ class Submission:
         self.timeout = timeout
         self.token = CancelToken()
         self.future: Future[Transcript] = Future()
+        self.submitted_at = time.monotonic()
         self.started_at: float | None = None
         """``time.monotonic()`` when a lane took it (None while waiting, or if it never ran)."""
         self._started = threading.Event()
@@ -531,14 +533,15 @@ class CheckpointExecutor:
             done(index, None, RuntimeError("the batched engine call returned no outcome"))
 
     def _requeue(self, submission: Submission, request: Requeue) -> None:
-        """Put a started member of a batch back at the front of the run queue (see :class:`Requeue`)."""
+        """Put a started member of a batch back in its place in the run queue (see :class:`Requeue`)."""
         old, submission.audio = submission.audio, request.audio
         if old is not None and old is not request.audio:
             old.close()
         with self._lock:
             self._running -= 1
             try:
-                self._queue.put(submission, None if request.alone else options_key(submission.options), front=True)
+                self._queue.put(submission, None if request.alone else options_key(submission.options),
+                                arrived=submission.submitted_at)  # back in its place by arrival
                 return
             except RuntimeError:  # closed meanwhile (close(wait=False)): nothing will run it
                 self._active.discard(submission)

@@ -4,7 +4,7 @@ A batch of waiting same-options submissions (:mod:`workers.scheduler`) is exactl
 (:mod:`workers.packing`). Each member's audio is decoded now, up to 30 s: a member whose audio ended
 is offered to the packer, which plans windows. This call decodes only the first window and answers its
 members as soon as it is mapped; the members of later windows (to be packed again) and those the
-packer sends solo are handed back to the front of the run queue first (:class:`workers.executor.Requeue`,
+packer sends solo are handed back to the run queue first, in their place by arrival (:class:`workers.executor.Requeue`,
 as decoded samples), so another idle lane starts them while this one decodes. Members longer than
 30 s (their audio still readable from where it stopped) are returned to
 :meth:`workers.engine.WhisperEngine.transcribe_many`, which runs them as usual.

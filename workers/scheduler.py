@@ -71,8 +71,9 @@ class RunQueue(Generic[T]):
         with self._cond:
             return len(self._entries)
 
-    def put(self, item: T, key: Hashable | None = None, *, front: bool = False) -> None:
-        """Queue `item` at the back, or at the `front` (`key`: its batch group, None to run alone).
+    def put(self, item: T, key: Hashable | None = None, *, arrived: float | None = None) -> None:
+        """Queue `item` at the back (`key`: its batch group, None to run alone), or with `arrived` (a
+        time of the queue's clock) back in its place by arrival: ahead of every entry that came later.
 
         Raises:
             RuntimeError: The queue is closed.
@@ -80,11 +81,13 @@ class RunQueue(Generic[T]):
         with self._cond:
             if self._closed:
                 raise RuntimeError("the run queue is closed")
-            entry = Entry(item, key if self.max_batch > 1 else None, self._clock())
-            if front:
-                self._entries.appendleft(entry)
-            else:
+            entry = Entry(item, key if self.max_batch > 1 else None, self._clock() if arrived is None else arrived)
+            if arrived is None:
                 self._entries.append(entry)
+            else:
+                place = next((n for n, other in enumerate(self._entries) if other.queued_at > arrived),
+                             len(self._entries))  # fmt: skip
+                self._entries.insert(place, entry)
             self._cond.notify_all()  # an idle lane, and a lane collecting a batch this entry may join
 
     def take(self) -> list[T] | None:

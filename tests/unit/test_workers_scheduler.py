@@ -118,11 +118,16 @@ def test_shared_batches_are_balanced_between_lanes() -> None:
     other.shutdown()
 
 
-def test_an_entry_put_back_in_front_runs_next() -> None:
-    queue: RunQueue[str] = RunQueue(max_batch=4, wait_seconds=0)
-    queue.put("b", "k")
-    queue.put("a", None, front=True)
-    assert queue.take() == ["a"] and queue.take() == ["b"]
+def test_entries_put_back_return_to_their_place_by_arrival() -> None:
+    now = [0.0]
+    queue: RunQueue[str] = RunQueue(max_batch=4, wait_seconds=0, clock=lambda: now[0])
+    for name in ("c", "d"):
+        now[0] += 1
+        queue.put(name, "k")  # arrived at 1 and 2
+    queue.put("b", None, arrived=0.5)  # handed back, one after the other, in arrival order
+    queue.put("a", None, arrived=0.2)
+    queue.put("c2", None, arrived=1.5)
+    assert [queue.take() for _ in range(4)] == [["a"], ["b"], ["c", "d"], ["c2"]]
 
 
 def test_remove_and_options_key() -> None:
