@@ -252,14 +252,15 @@ class WhisperEngine:
             encoder_wait: Longest a member waits at the encoder for the others.
         """
         if self.pack_stage is not None and len(requests) > 1:
+            # Always the stage's requests, even when it returns every member: it has read their audio
+            # (a long member comes back as a replay of what was read, the original source is past it).
             left = self.pack_stage(requests, done)
-            if len(left) < len(requests):
-                indexes = [index for index, _request in left]
-                requests = [request for _index, request in left]
-                outer = done
+            indexes = [index for index, _request in left]
+            requests = [request for _index, request in left]
+            outer = done
 
-                def done(index: int, result: Transcript | None, error: BaseException | None) -> None:
-                    outer(indexes[index], result, error)
+            def done(index: int, result: Transcript | None, error: BaseException | None) -> None:
+                outer(indexes[index], result, error)
 
             if not requests:
                 return

@@ -13,10 +13,10 @@ can map back without guessing. A request comes back in exactly one of three plac
   (text, segments, words when asked for, language, duration of the original audio);
 - ``fallback`` (key → reason): decode it solo. Not packable (detection, too much speech, alone in its
   group) or ambiguous after decoding: a word straddling a separator, a segment without words over two
-  requests, a word in the silence between or after requests, a decoding loop or a low-confidence
-  segment (a window is decoded once, at temperature 0: the solo decode keeps Whisper's temperature
-  fallback), or a request whose speech gave (almost) no words; also every request of a window whose
-  decode raised;
+  requests, a word in the silence between or after requests, a decoding loop in its words, a decoded
+  chunk faster-whisper would decode again at a higher temperature (too repetitive or too unlikely: a
+  window is decoded once, at temperature 0; the solo decode keeps the temperature fallback), or a
+  request whose speech gave (almost) no words; also every request of a window whose decode raised;
 - ``errors`` (key → exception): its cancel token fired before its window was decoded or while it was.
 
 With an ``answer`` callback, every transcript and error is also handed to it as soon as it is known
@@ -65,12 +65,14 @@ OUTSIDE_TOLERANCE_SECONDS = 0.25
 MIN_SPEECH_FOR_WORDS_SECONDS = 1.0
 #: ... and at least this many words per second of it, or the request is decoded solo.
 MIN_WORDS_PER_SECOND = 0.5
-#: A segment this repetitive (gzip ratio) is a decoding loop.
+#: Decoded text this repetitive (gzip ratio) is a decoding loop, or (a whole decoded chunk) several
+#: requests saying the same thing, which Whisper tends to merge: faster-whisper's
+#: ``compression_ratio_threshold``.
 MAX_COMPRESSION_RATIO = 2.4
-#: A segment decoded with a lower mean log-probability is one faster-whisper would decode again at a
+#: A chunk decoded with a lower mean log-probability is one faster-whisper would decode again at a
 #: higher temperature (its ``log_prob_threshold``). A packed window is decoded once, at temperature 0
 #: (a re-decode costs the whole window again, up to five times: the tail under load); the requests of
-#: such a segment are decoded solo instead, where the usual fallback applies.
+#: a chunk that trips either threshold are decoded solo instead, where the usual fallback applies.
 MIN_AVG_LOGPROB = -1.0
 #: Padding Silero keeps around speech (faster-whisper's default ``speech_pad_ms``).
 VAD_PAD_SECONDS = 0.4
@@ -360,10 +362,14 @@ class WindowPacker:
                 if other is not owner and overlap > STRADDLE_TOLERANCE_SECONDS:
                     for placed in (owner, other):
                         placed.problem = placed.problem or f"word {word.word.strip()!r} straddles a separator"
-        if segment.avg_logprob < MIN_AVG_LOGPROB:  # faster-whisper rates the decoded chunk, not the segment
+        # faster-whisper rates the decoded chunk (all its segments alike), and would decode a chunk again
+        # at a higher temperature on either sign; a packed window is decoded once, so its requests go solo.
+        doubt = ("repetitive chunk" if segment.compression_ratio > MAX_COMPRESSION_RATIO
+                 else "low confidence" if segment.avg_logprob < MIN_AVG_LOGPROB else None)  # fmt: skip
+        if doubt:
             for placed in window:
                 if placed.index in share:
-                    placed.problem = placed.problem or "low confidence"
+                    placed.problem = placed.problem or doubt
         whole = len(share) == 1
         for placed in window:
             mine = share.get(placed.index)
@@ -424,9 +430,8 @@ def _cancelled(placed: _Placed, result: PackResult) -> bool:
 
 
 def _loop(placed: _Placed) -> str | None:
-    """A decoding loop in the request's own words. Judged per request: faster-whisper's
-    ``compression_ratio`` is the whole decoded chunk's, and requests saying the same thing (the same IVR
-    answer from several callers) compress well together without any loop."""
+    """A decoding loop in the request's own words (a short loop inside a long chunk can leave the
+    chunk's ratio under the threshold)."""
     text = "".join(word for word, _start, _end, _probability in placed.words)
     return "decoding loop" if text and get_compression_ratio(text) > MAX_COMPRESSION_RATIO else None
 

@@ -159,21 +159,21 @@ def test_words_are_assigned_by_midpoint_and_ambiguity_is_flagged() -> None:
     gap = [_placed(0, 0.0, 3.0), _placed(1, 4.0, 7.0)]
     packer._assign(_segment(" um", 3.3, 3.45, [(" um", 3.3, 3.45)]), gap)  # inside the separator
     assert gap[0].problem == "word 'um' outside the requests' speech" and gap[1].problem is None
-    # A decoding loop is judged on each request's own words (faster-whisper's compression ratio is the
-    # whole decoded chunk's): a request repeating itself goes solo...
+    # A loop in a request's own words sends it solo, even inside a chunk that is not repetitive overall.
     loop = [_placed(0, 0.0, 3.0), _placed(1, 4.0, 7.0)]
     looped = [(" la", 0.1 * i, 0.1 * i + 0.1) for i in range(24)]
-    packer._assign(_segment(" la" * 24, 0.0, 2.4, looped, ratio=3.0), loop)
+    packer._assign(_segment(" la" * 24, 0.0, 2.4, looped, ratio=1.9), loop)
     assert _loop(loop[0]) == "decoding loop" and _loop(loop[1]) is None
-    # ... two callers saying the same thing compress well together, but neither loops on its own.
-    alike = [_placed(0, 0.0, 3.0), _placed(1, 4.0, 7.0)]
+    # A chunk faster-whisper would decode again at a higher temperature sends the requests with words in
+    # it solo (a packed window is decoded once, at temperature 0): too repetitive (two callers saying the
+    # same sentence, which Whisper tends to merge) ...
+    alike = [_placed(0, 0.0, 3.0), _placed(1, 4.0, 7.0), _placed(2, 8.0, 10.0)]
     said = " I would like to check my account balance please"
     words = [(w, 0.2 + 0.3 * i, 0.4 + 0.3 * i) for i, w in enumerate(said.split(" ")[1:])]
     words += [(w, 4.2 + 0.3 * i, 4.4 + 0.3 * i) for i, w in enumerate(said.split(" ")[1:])]
     packer._assign(_segment(said * 2, 0.2, 6.7, [(" " + w, a, b) for w, a, b in words], ratio=2.6), alike)
-    assert [placed.problem for placed in alike] == [None, None] and [_loop(p) for p in alike] == [None, None]
-    # A chunk faster-whisper would decode again at a higher temperature: its requests go solo (a packed
-    # window is decoded once, at temperature 0; the solo decode keeps the temperature fallback).
+    assert [placed.problem for placed in alike] == ["repetitive chunk", "repetitive chunk", None]
+    # ... or too unlikely.
     doubtful = [_placed(0, 0.0, 3.0), _placed(1, 4.0, 7.0)]
     packer._assign(_segment(" mumble", 4.2, 6.0, [(" mumble", 4.2, 6.0)], logprob=-1.4), doubtful)
     assert doubtful[1].problem == "low confidence" and doubtful[0].problem is None

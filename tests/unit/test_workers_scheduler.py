@@ -404,3 +404,24 @@ def test_with_packing_a_batch_of_short_clips_shares_one_window(tiny_beam5: Whisp
     assert stage.packed == 3, "the three short clips were answered from one packed window"
     for index, text in enumerate(texts):
         assert wer(ENGLISH_SENTENCES[index], text) <= 0.25, text
+
+
+def test_with_packing_a_batch_of_long_requests_keeps_their_first_seconds(tiny_beam5: WhisperEngine,
+                                                                         audio: AudioFactory) -> None:  # fmt: skip
+    """Every member longer than the packer reads (30 s): the stage returns them all, as replays of what it
+    read; the batch must run those, not the original sources (already 30 s in: a regression lost them)."""
+    from workers.pack_stage import PackStage
+    from workers.packing import WindowPacker
+
+    long_clip = audio.long_english(34).read_bytes()
+    solo = tiny_beam5.transcribe(EncodedAudio(long_clip, 120), EN, CancelToken()).text
+    tiny_beam5.pack_stage = PackStage(WindowPacker(tiny_beam5, max_seconds=10))
+    try:
+        with CheckpointExecutor(tiny_beam5, slots=4, lanes=1, max_batch=2, batch_wait=0.05) as executor:
+            release = _hold_lane(executor)
+            submissions = [executor.submit(EncodedAudio(long_clip, 120), EN, timeout=120) for _ in range(2)]
+            release.set()
+            texts = [submission.result().text for submission in submissions]
+    finally:
+        tiny_beam5.pack_stage = None
+    assert texts == [solo, solo]
