@@ -264,9 +264,10 @@ class CheckpointExecutor:
             max_batch: Submissions run together in one batched engine call (``HARK_MAX_BATCH``); batches
                 form only when the engine has ``transcribe_many``.
             batch_wait: Seconds a lane collects companions for a batch (``HARK_BATCH_WAIT_MS`` / 1000).
-            share_batches: Idle lanes split the waiting companions between them instead of the first
-                taking them all (window packing: two half-full windows side by side answer sooner than
-                two full ones in a row); see :class:`~workers.scheduler.RunQueue`.
+            share_batches: Balance batches between the lanes instead of the first free lane taking
+                everything waiting: each aims for its share of the outstanding work (window packing:
+                two windows side by side answer sooner than two in a row); see
+                :class:`~workers.scheduler.RunQueue`.
         """
         if slots < 1 or lanes < 1 or max_batch < 1:
             raise ValueError(f"slots, lanes and max_batch must be at least 1 (got slots={slots}, lanes={lanes}, "
