@@ -19,8 +19,9 @@ can map back without guessing. A request comes back in exactly one of three plac
   request whose speech gave (almost) no words; also every request of a window whose decode raised;
 - ``errors`` (key → exception): its cancel token fired before its window was decoded or while it was.
 
-With an ``answer`` callback, every transcript and error is also handed to it as soon as it is known
-(a window's requests when that window is mapped), so a request need not wait for the later windows.
+:meth:`WindowPacker.pack` is :meth:`~WindowPacker.plan` (trim, group, lay out) followed by
+:meth:`~WindowPacker.decode_window` for each window; a caller that answers each window's requests as
+soon as it is mapped (the scheduler's stage) calls them itself, with :meth:`PackPlan.answer_new`.
 
 Requests are never split across windows. Requests share a window only when they decode identically
 alone: the same forced language (detection requests are never packed), the same hotwords. The
@@ -172,10 +173,8 @@ class PackPlan:
     result: PackResult = field(default_factory=PackResult)
     _answered: set[Hashable] = field(default_factory=set)
 
-    def answer_new(self, answer: Answer | None) -> None:
+    def answer_new(self, answer: Answer) -> None:
         """Hand `answer` every transcript and error of the result not handed over yet."""
-        if answer is None:
-            return
         for key, transcript in list(self.result.transcripts.items()):
             if key not in self._answered:
                 self._answered.add(key)
@@ -228,22 +227,15 @@ class WindowPacker:
             return None
         return language, build_hotwords(options.keywords) or ""
 
-    def pack(self, requests: Sequence[PackRequest], answer: Answer | None = None) -> PackResult:
+    def pack(self, requests: Sequence[PackRequest]) -> PackResult:
         """Trim, group, lay out and decode `requests`; see the module docstring for the outcome.
-
-        Args:
-            requests: The requests offered.
-            answer: Called ``answer(key, transcript, None)`` or ``answer(key, None, error)`` for each
-                request the packer answers, as soon as it is answered (before :meth:`pack` returns).
 
         Raises:
             ValueError: Two requests share a key.
         """
         plan = self.plan(requests)
-        plan.answer_new(answer)
         for window in plan.windows:
             self.decode_window(window, plan.result)
-            plan.answer_new(answer)
         logger.debug("packing: %d request(s) -> %d window(s), %d solo, %d error(s)", len(requests),
                      plan.result.windows, len(plan.result.fallback), len(plan.result.errors),
                      extra={"checkpoint": self.label})  # fmt: skip
