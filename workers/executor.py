@@ -29,7 +29,9 @@ can run batches (:class:`BatchEngine`), a lane takes the oldest submission toget
 the same options (:func:`~workers.scheduler.options_key`), collecting for at most ``batch_wait``
 seconds, and runs them as one :meth:`BatchEngine.transcribe_many` call; each member keeps its own token,
 time budget and outcome, so a timed-out or cancelled member leaves the batch without breaking the
-others. ``running`` counts submissions and calls being run (up to ``lanes × max_batch`` with batches).
+others, and the call may hand a member back to the queue (:class:`Requeue`) to run later. With
+``share_batches`` (window packing) the lanes balance batches instead of the first free lane taking
+everything waiting. ``running`` counts submissions and calls being run (up to ``lanes × max_batch`` with batches).
 
 Callers only see ``admit()`` / ``submit() -> Submission`` / ``run()`` / ``call()``: tasks and the API do
 not know whether their request ran alone or in a batch.
@@ -147,7 +149,8 @@ class Engine(Protocol):
 
 #: One member of a batch: its audio, options and cancel token.
 BatchRequest = tuple["AudioSource", TranscriptionOptions, CancelToken]
-#: Called once per member as it ends: ``(index, transcript, None)`` or ``(index, None, error)``.
+#: Called once per member as it ends: ``(index, transcript, None)`` or ``(index, None, error)``; an error
+#: that is a :class:`Requeue` hands the member back to the run queue instead of ending it.
 BatchDone = Callable[[int, "Transcript | None", "BaseException | None"], None]
 
 
